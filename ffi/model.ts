@@ -1,0 +1,150 @@
+/**
+ * A thin wrapper over one `loupe_model *`: the only place that holds that pointer.
+ * It does no ownership bookkeeping beyond "freed once"; the typed API's Model owns it.
+ *
+ * @module
+ */
+import { cstr, lastError, NativeError, type NativeApi, readCString, readJson, takeString } from "./util.ts";
+
+/** Status codes of loupe.h. */
+export const Status = {
+  OK: 0,
+  INVALID: -1,
+  LOAD: -2,
+  DECODE: -3,
+  CONTEXT: -4,
+  ABORTED: -5,
+  STATE: -6,
+  INTERNAL: -7,
+} as const;
+
+/** One `loupe_model *` handle. */
+export class NativeModel {
+  #api: NativeApi;
+  #ptr: Deno.PointerObject | null;
+
+  /** Creates the handle from load parameters (sent as JSON). */
+  constructor(api: NativeApi, params: Record<string, unknown>) {
+    this.#api = api;
+    const ptr = api.loupe_model_create(cstr(JSON.stringify(params)));
+    if (ptr === null) throw new NativeError(Status.INVALID, lastError(api));
+    this.#ptr = ptr;
+  }
+
+  #handle(): Deno.PointerObject {
+    if (this.#ptr === null) throw new NativeError(Status.STATE, "the native model was freed");
+    return this.#ptr;
+  }
+
+  #check(rc: number): number {
+    if (rc < 0) throw new NativeError(rc, readCString(this.#api.loupe_model_error(this.#handle())) || lastError(this.#api));
+    return rc;
+  }
+
+  /** Loads weights and the context on a worker thread. */
+  async load(): Promise<void> {
+    this.#check(await this.#api.loupe_model_load(this.#handle()));
+  }
+
+  /** Load progress in [0, 1]. */
+  progress(): number {
+    return this.#api.loupe_model_progress(this.#handle());
+  }
+
+  /** Stops an ongoing load at its next progress report. */
+  cancel(): void {
+    this.#api.loupe_model_cancel(this.#handle());
+  }
+
+  /** The model description (see loupe.h). */
+  info<T>(): T {
+    return readJson<T>(this.#api, this.#api.loupe_model_info(this.#handle()));
+  }
+
+  /** Tokenizes UTF-8 text. */
+  tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array {
+    const bytes = new TextEncoder().encode(text);
+    let cap = bytes.length + 8;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const out = new Int32Array(cap);
+      const n = this.#api.loupe_tokenize(
+        this.#handle(),
+        bytes,
+        bytes.length,
+        addSpecial ? 1 : 0,
+        parseSpecial ? 1 : 0,
+        out,
+        cap,
+      );
+      if (n === -2147483648) throw new NativeError(Status.INVALID, lastError(this.#api));
+      if (n >= 0) return out.slice(0, n);
+      cap = -n;
+    }
+    throw new NativeError(Status.INTERNAL, "tokenization did not converge on a buffer size");
+  }
+
+  /** Turns tokens into text. */
+  detokenize(tokens: Int32Array, removeSpecial: boolean, unparseSpecial: boolean): string {
+    let cap = tokens.length * 8 + 16;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const out = new Uint8Array(cap);
+      const n = this.#api.loupe_detokenize(
+        this.#handle(),
+        tokens,
+        tokens.length,
+        removeSpecial ? 1 : 0,
+        unparseSpecial ? 1 : 0,
+        out,
+        cap,
+      );
+      if (n === -2147483648) throw new NativeError(Status.INVALID, lastError(this.#api));
+      if (n >= 0) return new TextDecoder().decode(out.subarray(0, n));
+      cap = -n;
+    }
+    throw new NativeError(Status.INTERNAL, "detokenization did not converge on a buffer size");
+  }
+
+  /** Applies the model's chat template (or `template`) to messages. */
+  applyChatTemplate(messages: Array<{ role: string; content: string }>, addAssistant: boolean, template?: string): string {
+    const ptr = this.#api.loupe_chat_apply(
+      this.#handle(),
+      cstr(JSON.stringify(messages)),
+      template === undefined ? null : cstr(template),
+      addAssistant ? 1 : 0,
+    );
+    return takeString(this.#api, ptr);
+  }
+
+  /** Starts a generation over prompt tokens. */
+  genBegin(params: Record<string, unknown>, tokens: Int32Array): void {
+    this.#check(this.#api.loupe_gen_begin(this.#handle(), cstr(JSON.stringify(params)), tokens, tokens.length));
+  }
+
+  /** Runs the token loop for up to `budgetMs`; true when finished. */
+  async genStep(budgetMs: number): Promise<boolean> {
+    return this.#check(await this.#api.loupe_gen_step(this.#handle(), budgetMs)) === 1;
+  }
+
+  /** Asks a running step to stop. */
+  genAbort(): void {
+    if (this.#ptr !== null) this.#api.loupe_gen_abort(this.#ptr);
+  }
+
+  /** What the last step produced (see loupe.h). */
+  genOutput<T>(): T {
+    return readJson<T>(this.#api, this.#api.loupe_gen_output(this.#handle()));
+  }
+
+  /** Frees the handle; later calls throw. Idempotent. */
+  free(): void {
+    if (this.#ptr !== null) {
+      this.#api.loupe_model_free(this.#ptr);
+      this.#ptr = null;
+    }
+  }
+
+  /** Whether free() has run. */
+  get freed(): boolean {
+    return this.#ptr === null;
+  }
+}

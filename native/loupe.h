@@ -1,0 +1,137 @@
+// loupe.h — the C ABI of libloupe, a small layer over llama.h and mtmd.h made for Deno FFI.
+//
+// Conventions (in the style of llama.h):
+// - Handles are opaque. Every *_create has a *_free; a free of NULL is a no-op.
+// - Parameters that would be structs are passed as one JSON string; results that are
+//   structured come back as JSON.
+// - Strings returned as `char *` are owned by the caller and must be released with
+//   loupe_string_free(). Strings returned as `const char *` are owned by the handle and
+//   stay valid until the next call on that handle (or its free).
+// - Return codes: LOUPE_OK (0) or a negative LOUPE_ERR_* value. The message of the last
+//   failure is kept per thread (loupe_last_error) and, for calls that may run on a worker
+//   thread (marked "nonblocking"), also on the handle (loupe_*_error).
+// - No C++ exception crosses this boundary.
+// - Calls on one handle must not overlap; calls on different handles may.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LOUPE_ABI_VERSION 1
+
+#define LOUPE_OK              0
+#define LOUPE_ERR_INVALID    -1  // bad argument or parameter JSON
+#define LOUPE_ERR_LOAD       -2  // the model or a backend could not be loaded
+#define LOUPE_ERR_DECODE     -3  // llama_decode failed
+#define LOUPE_ERR_CONTEXT    -4  // the prompt does not fit in the context
+#define LOUPE_ERR_ABORTED    -5  // stopped by loupe_ctx_abort or a load cancel
+#define LOUPE_ERR_STATE      -6  // call made in the wrong state (e.g. step before begin)
+#define LOUPE_ERR_INTERNAL   -7  // an exception inside the engine
+
+typedef struct loupe_model loupe_model;
+typedef struct loupe_ctx   loupe_ctx;
+
+// ---- library -------------------------------------------------------------------------
+
+// ABI version of this header (LOUPE_ABI_VERSION).
+int32_t loupe_abi_version(void);
+
+// The last error message of this thread ("" when none). Owned by the library.
+const char * loupe_last_error(void);
+
+// Releases a string returned as `char *` by this library.
+void loupe_string_free(char * s);
+
+// Loads every ggml backend found in `engine_dir` (libggml-<name>[-<variant>].so), choosing
+// the best-scoring CPU variant, and records per backend whether it loaded and why not.
+// Idempotent: a second call returns the report of the first.
+// Returns a JSON array [{name, file, loaded, reason, score, variants:[{file, score, error}]}],
+// or NULL on failure (see loupe_last_error).
+char * loupe_init(const char * engine_dir);
+
+// JSON array of devices: [{index, name, description, type, backend, memoryTotal, memoryFree}].
+// type is "cpu", "gpu", "igpu" or "accel". Call after loupe_init.
+char * loupe_devices(void);
+
+// Log lines of the engine at or above `min_level` (ggml_log_level) kept since the last call,
+// as a JSON array of {level, text}; the buffer is emptied. Lines are also echoed to stderr
+// when the environment variable LOUPE_LOG is set.
+char * loupe_logs(void);
+
+// ---- models --------------------------------------------------------------------------
+
+// Creates an unloaded model handle. params_json:
+//   {path, gpuLayers (int, -1 = all), devices: [names] | null, vocabOnly, useMmap,
+//    contextSize, batchSize, threads, threadsBatch, flashAttn: "auto"|"on"|"off"}
+// Returns NULL when the JSON is invalid.
+loupe_model * loupe_model_create(const char * params_json);
+
+// Loads the weights and creates the default context. nonblocking.
+// Returns LOUPE_OK, LOUPE_ERR_LOAD or LOUPE_ERR_ABORTED; message in loupe_model_error.
+int32_t loupe_model_load(loupe_model * model);
+
+// Load progress in [0, 1]; safe to call from another thread while loading.
+float loupe_model_progress(const loupe_model * model);
+
+// Makes an ongoing loupe_model_load stop at its next progress report. Thread-safe.
+void loupe_model_cancel(loupe_model * model);
+
+// The last error recorded on this handle ("" when none). Owned by the handle.
+const char * loupe_model_error(const loupe_model * model);
+
+// JSON description after load: {desc, arch, nParams, size, nCtxTrain, nEmbd, nLayer, nVocab,
+// nCtx, bos, eos, addBos, chatTemplate, load: {wallUs}, memory: [{device, buffer, model,
+// context, compute}], layers: {total, offloaded}}. Owned by the handle.
+const char * loupe_model_info(loupe_model * model);
+
+void loupe_model_free(loupe_model * model);
+
+// Tokenizes UTF-8 text of `len` bytes into `out` (capacity `cap`).
+// Returns the number of tokens, or -(needed) when cap is too small, or INT32_MIN on error.
+int32_t loupe_tokenize(loupe_model * model, const char * text, int32_t len, int32_t add_special,
+                       int32_t parse_special, int32_t * out, int32_t cap);
+
+// Turns tokens into UTF-8 text in `out` (capacity `cap`), without NUL.
+// Returns the byte count, or -(needed) when cap is too small, or INT32_MIN on error
+// (e.g. a token id out of range).
+int32_t loupe_detokenize(loupe_model * model, const int32_t * tokens, int32_t n,
+                         int32_t remove_special, int32_t unparse_special, char * out,
+                         int32_t cap);
+
+// Applies the model's own chat template (from its GGUF metadata, or `template_override`
+// when not NULL) through llama_chat_apply_template.
+// messages_json: [{role, content}]. Returns the prompt, or NULL on error.
+char * loupe_chat_apply(loupe_model * model, const char * messages_json,
+                        const char * template_override, int32_t add_assistant);
+
+// ---- generation (on the model's default context) ------------------------------------
+
+// Prepares a generation: tokens of the prompt and options
+//   {maxTokens, temperature, topK, topP, minP, repeatPenalty, repeatLastN, seed,
+//    stop: [strings], ignoreEos}
+// The KV cache is cleared. Returns LOUPE_OK or an error (LOUPE_ERR_CONTEXT when the prompt
+// plus at least one generated token cannot fit).
+int32_t loupe_gen_begin(loupe_model * model, const char * params_json, const int32_t * tokens,
+                        int32_t n_tokens);
+
+// Runs the generation for at most `budget_ms` milliseconds (the prompt is evaluated first);
+// the token loop stays in native code. nonblocking.
+// Returns 1 when finished, 0 when it should be called again, or a negative error.
+int32_t loupe_gen_step(loupe_model * model, int32_t budget_ms);
+
+// Asks a running loupe_gen_step to stop at the next token or graph. Thread-safe.
+void loupe_gen_abort(loupe_model * model);
+
+// What the last loupe_gen_step produced: {text, tokens, done, stopReason, nPast,
+// stages: {<name>: {wallUs, tokens, graphs, devices: {<dev>: {nodes, heavy, ops: {<op>: n},
+// firstHeavy}}}}}. `text` and `tokens` are the new ones since the previous call; `stages`
+// is cumulative for the generation. Owned by the handle.
+const char * loupe_gen_output(loupe_model * model);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,525 @@
+/**
+ * Language models: load, generate, stream, chat, tokenize; every call returns a measured
+ * timeline.
+ *
+ * @module
+ */
+import { openLibrary } from "../ffi/library.ts";
+import { NativeModel, Status } from "../ffi/model.ts";
+import { NativeError } from "../ffi/util.ts";
+import { GGUFFormatError, readGGUFFile } from "./gguf.ts";
+import { LoupeError, type LoupeErrorCode } from "./errors.ts";
+import { assertDeviceAvailable, type Device, devices } from "./engine.ts";
+import { checkPlacement, type DeviceMemory, type NativeStage, Timeline } from "./timeline.ts";
+
+/** Default cap on generated tokens when `maxTokens` is not given: generation never runs to a full context by accident. */
+export const DEFAULT_MAX_TOKENS = 256;
+
+/** Options of {@linkcode loadModel}. */
+export interface LoadModelOptions {
+  /** Layers to put on the GPU: a number, "all", or "auto" (all when a GPU is present; default). 0 keeps the model on the CPU. */
+  gpuLayers?: number | "auto" | "all";
+  /** Restrict offloading to this device, e.g. "Vulkan0" or "CUDA0". */
+  device?: string;
+  /** Context size in tokens; default min(training context, 4096). */
+  contextSize?: number;
+  /** Logical batch size for prompt evaluation (default 512). */
+  batchSize?: number;
+  /** CPU threads for generation; default: the engine's choice (physical cores). */
+  threads?: number;
+  /** CPU threads for prompt evaluation; default: same as `threads`. */
+  threadsBatch?: number;
+  /** Flash attention: "auto" (default), "on" or "off". */
+  flashAttn?: "auto" | "on" | "off";
+  /** Require every stage's heavy ops to run on this device ("gpu", "cpu" or a name like "Vulkan0"). */
+  requireDevice?: string;
+  /** Load only the tokenizer (no weights, no context). */
+  vocabOnly?: boolean;
+  /** Count graph nodes per device (default true). Turning it off leaves stages without placement. */
+  measure?: boolean;
+  /** Called with the load fraction in [0, 1] while loading. */
+  onProgress?: (fraction: number) => void;
+  /** Cancels the load. */
+  signal?: AbortSignal;
+}
+
+/** Sampling and stopping options of generate, stream and chat. */
+export interface GenerateOptions {
+  /** Most tokens to generate; default {@linkcode DEFAULT_MAX_TOKENS}. */
+  maxTokens?: number;
+  /** 0 = greedy (default 0.8). */
+  temperature?: number;
+  /** Top-k (default 40; 0 disables). */
+  topK?: number;
+  /** Top-p (default 0.95; 1 disables). */
+  topP?: number;
+  /** Min-p (default 0.05; 0 disables). */
+  minP?: number;
+  /** Repeat penalty (default 1 = off). */
+  repeatPenalty?: number;
+  /** Tokens the repeat penalty looks back over (default 64). */
+  repeatLastN?: number;
+  /** Sampling seed. */
+  seed?: number;
+  /** Strings that end generation; they are not part of the text. */
+  stop?: string[];
+  /** Keep going past end-of-generation tokens. */
+  ignoreEos?: boolean;
+  /** Aborts the call; the result then has stopReason "aborted". */
+  signal?: AbortSignal;
+  /** Overrides the model's requireDevice for this call. */
+  requireDevice?: string;
+  /** Add BOS/EOS as the model wants (default true). */
+  addSpecial?: boolean;
+  /** Parse special tokens written in the prompt, as llama.cpp's tools do (default true). */
+  parseSpecial?: boolean;
+}
+
+/** Why generation stopped. */
+export type StopReason = "eos" | "stop" | "maxTokens" | "contextFull" | "aborted";
+
+/** The result of generate or chat. */
+export interface GenerateResult {
+  /** Generated text (stop strings removed). */
+  text: string;
+  /** Generated token ids. */
+  tokens: number[];
+  /** Prompt token ids. */
+  promptTokens: number[];
+  /** Why it stopped. */
+  stopReason: StopReason;
+  /** Measured stages. */
+  timeline: Timeline;
+}
+
+/** A chat message. */
+export interface ChatMessage {
+  /** "system", "user" or "assistant". */
+  role: string;
+  /** Message text. */
+  content: string;
+}
+
+/** Options of tokenize. */
+export interface TokenizeOptions {
+  /** Add BOS/EOS as the model wants (default true). */
+  addSpecial?: boolean;
+  /** Parse special tokens written in the text (default false). */
+  parseSpecial?: boolean;
+}
+
+/** What the engine says about a loaded model. */
+export interface ModelInfo {
+  desc: string;
+  arch: string;
+  name: string;
+  nParams: number;
+  size: number;
+  nCtxTrain: number;
+  nEmbd: number;
+  nLayer: number;
+  nVocab: number;
+  nCtx: number;
+  nBatch: number;
+  nThreads: number;
+  bos: number;
+  eos: number;
+  addBos: boolean;
+  hasEncoder: boolean;
+  hasDecoder: boolean;
+  chatTemplate: string | null;
+  loadUs: number;
+  gpuLayers: number;
+  memory: DeviceMemory[];
+}
+
+interface StepOutput {
+  text: string;
+  tokens: number[];
+  done: boolean;
+  stopReason: StopReason | null;
+  nPast: number;
+  nGenerated: number;
+  stages: Record<string, NativeStage>;
+}
+
+const CODE_OF_STATUS: Record<number, LoupeErrorCode> = {
+  [Status.INVALID]: "INVALID_ARGUMENT",
+  [Status.LOAD]: "LOAD_FAILED",
+  [Status.DECODE]: "DECODE_FAILED",
+  [Status.CONTEXT]: "CONTEXT_OVERFLOW",
+  [Status.ABORTED]: "ABORTED",
+  [Status.STATE]: "CLOSED",
+  [Status.INTERNAL]: "INTERNAL",
+};
+
+/** Rewords a native failure as a LoupeError with a sentence and the engine's message. */
+function wrap(e: unknown, what: string): LoupeError {
+  if (e instanceof LoupeError) return e;
+  if (e instanceof NativeError) {
+    return new LoupeError(CODE_OF_STATUS[e.status] ?? "INTERNAL", `${what}: ${e.message}`, {
+      nativeMessage: e.message,
+      cause: e,
+    });
+  }
+  return new LoupeError("INTERNAL", `${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+}
+
+/** Checks a model path before the engine sees it: exists, is a file, is a well-formed GGUF. */
+export async function validateModelFile(path: string): Promise<void> {
+  const what = `Cannot load model "${path}"`;
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new LoupeError("NOT_FOUND", `${what}: no such file`, { cause: e });
+    throw new LoupeError("NOT_FOUND", `${what}: ${(e as Error).message}`, { cause: e });
+  }
+  if (!info.isFile) throw new LoupeError("NOT_A_FILE", `${what}: it is a directory, not a file`);
+  try {
+    await readGGUFFile(path);
+  } catch (e) {
+    if (e instanceof GGUFFormatError) {
+      throw new LoupeError("BAD_FORMAT", `${what}: ${lowerFirst(e.message)}`, { cause: e });
+    }
+    throw new LoupeError("BAD_FORMAT", `${what}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+function lowerFirst(s: string): string {
+  return s.length > 1 && s[1] !== s[1].toUpperCase() ? s[0].toLowerCase() + s.slice(1) : s;
+}
+
+const finalizer = new FinalizationRegistry<NativeModel>((native) => native.free());
+
+/**
+ * Loads a GGUF language model. The file is checked first (a missing, non-GGUF or corrupt
+ * file is a typed error, never a crash); weights load on a worker thread.
+ *
+ * @example
+ * ```ts
+ * await using model = await loadModel("model.gguf", { gpuLayers: "auto" });
+ * const r = await model.generate("Once upon a time", { maxTokens: 32, temperature: 0 });
+ * console.log(r.text, r.timeline.toString());
+ * ```
+ */
+export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
+  await validateModelFile(path);
+  const lib = await openLibrary().catch((e) => {
+    throw new LoupeError("LOAD_FAILED", `Cannot start the engine: ${(e as Error).message}`, { cause: e });
+  });
+  if (options.requireDevice) await assertDeviceAvailable(options.requireDevice);
+  if (options.device) await assertDeviceAvailable(options.device);
+  const gpuLayers = options.gpuLayers === undefined || options.gpuLayers === "auto" || options.gpuLayers === "all"
+    ? -1
+    : options.gpuLayers;
+  if (!Number.isInteger(gpuLayers)) {
+    throw new LoupeError("INVALID_ARGUMENT", `Cannot load model "${path}": gpuLayers must be an integer, "auto" or "all"`);
+  }
+  const native = new NativeModel(lib.api, {
+    path,
+    gpuLayers,
+    devices: options.device ? [options.device] : null,
+    contextSize: options.contextSize ?? 0,
+    batchSize: options.batchSize ?? 512,
+    threads: options.threads ?? navigator.hardwareConcurrency,
+    threadsBatch: options.threadsBatch ?? 0,
+    flashAttn: options.flashAttn ?? "auto",
+    vocabOnly: options.vocabOnly ?? false,
+    measure: options.measure ?? true,
+  });
+  const timeline = new Timeline("load");
+  const t0 = performance.now();
+  const onAbort = () => native.cancel();
+  options.signal?.addEventListener("abort", onAbort);
+  let timer: ReturnType<typeof setInterval> | undefined;
+  if (options.onProgress) {
+    let last = -1;
+    const report = () => {
+      const p = native.progress();
+      if (p !== last) {
+        last = p;
+        options.onProgress!(p);
+      }
+    };
+    timer = setInterval(report, 50);
+  }
+  try {
+    await native.load();
+  } catch (e) {
+    native.free();
+    const err = wrap(e, `Cannot load model "${path}"`);
+    throw err.code === "ABORTED" ? err : new LoupeError("LOAD_FAILED", err.message, { nativeMessage: err.nativeMessage, cause: e });
+  } finally {
+    if (timer !== undefined) clearInterval(timer);
+    options.signal?.removeEventListener("abort", onAbort);
+  }
+  options.onProgress?.(1);
+  const info = native.info<ModelInfo>();
+  timeline.add({ name: "load", wallMs: performance.now() - t0, tokens: 0, graphs: 0, devices: {} });
+  timeline.memory = info.memory;
+  return new Model(path, native, info, timeline, options, await devices());
+}
+
+/** A loaded language model. Owns its native handle: close() it, or use `using`/`await using`. */
+export class Model {
+  /** The file it came from. */
+  readonly path: string;
+  /** The engine's description of it. */
+  readonly info: ModelInfo;
+  /** The load's timeline (wall time, weights per device). */
+  readonly loadTimeline: Timeline;
+  #native: NativeModel;
+  #options: LoadModelOptions;
+  #devices: Device[];
+  #queue: Promise<unknown> = Promise.resolve();
+  #closed = false;
+  #running = 0;
+
+  /** Use {@linkcode loadModel}. */
+  constructor(path: string, native: NativeModel, info: ModelInfo, timeline: Timeline, options: LoadModelOptions, devs: Device[]) {
+    this.path = path;
+    this.#native = native;
+    this.info = info;
+    this.loadTimeline = timeline;
+    this.#options = options;
+    this.#devices = devs;
+    finalizer.register(this, native, this);
+  }
+
+  /** Whether close() was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new LoupeError("CLOSED", `Cannot use model "${this.path}": it is closed`);
+  }
+
+  /** Runs native work one call at a time (calls on one handle must not overlap). */
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    this.#assertOpen();
+    const run = this.#queue.then(() => {
+      this.#assertOpen();
+      return fn();
+    });
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /** Tokenizes text with the model's tokenizer. */
+  tokenize(text: string, options: TokenizeOptions = {}): number[] {
+    this.#assertOpen();
+    try {
+      return Array.from(this.#native.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false));
+    } catch (e) {
+      throw wrap(e, "Cannot tokenize");
+    }
+  }
+
+  /** Turns token ids back into text. */
+  detokenize(tokens: ArrayLike<number>, options: { removeSpecial?: boolean; unparseSpecial?: boolean } = {}): string {
+    this.#assertOpen();
+    const ids = Int32Array.from(tokens as ArrayLike<number>);
+    try {
+      return this.#native.detokenize(ids, options.removeSpecial ?? false, options.unparseSpecial ?? false);
+    } catch (e) {
+      throw wrap(e, "Cannot detokenize");
+    }
+  }
+
+  /** The prompt text the model's own chat template makes of `messages`. */
+  applyChatTemplate(messages: ChatMessage[], options: { addAssistant?: boolean; template?: string } = {}): string {
+    this.#assertOpen();
+    for (const [i, m] of messages.entries()) {
+      if (typeof m?.role !== "string" || typeof m?.content !== "string") {
+        throw new LoupeError("INVALID_ARGUMENT", `Cannot apply the chat template: message ${i} needs a string role and content`);
+      }
+    }
+    try {
+      return this.#native.applyChatTemplate(messages, options.addAssistant ?? true, options.template);
+    } catch (e) {
+      throw wrap(e, "Cannot apply the chat template");
+    }
+  }
+
+  /** Generates a completion of `prompt`. */
+  generate(prompt: string, options: GenerateOptions = {}): Promise<GenerateResult> {
+    return this.#collect(prompt, options, "generate");
+  }
+
+  /** Chats with the model through its own chat template. */
+  chat(messages: ChatMessage[], options: GenerateOptions = {}): Promise<GenerateResult> {
+    return this.#collect(this.applyChatTemplate(messages), { parseSpecial: true, ...options }, "chat");
+  }
+
+  /**
+   * Streams text pieces as they are sampled. The final result (with the timeline) is on
+   * `stream.result` once iteration ends.
+   */
+  stream(prompt: string, options: GenerateOptions = {}): TextStream {
+    return new TextStream((onPiece) => this.#run(prompt, options, "generate", onPiece, 20));
+  }
+
+  /** Streams a chat reply; see {@linkcode stream}. */
+  streamChat(messages: ChatMessage[], options: GenerateOptions = {}): TextStream {
+    const prompt = this.applyChatTemplate(messages);
+    return new TextStream((onPiece) => this.#run(prompt, { parseSpecial: true, ...options }, "chat", onPiece, 20));
+  }
+
+  #collect(prompt: string, options: GenerateOptions, kind: string): Promise<GenerateResult> {
+    return this.#run(prompt, options, kind, undefined, 250);
+  }
+
+  #run(
+    prompt: string,
+    options: GenerateOptions,
+    kind: string,
+    onPiece: ((piece: string) => void) | undefined,
+    budgetMs: number,
+  ): Promise<GenerateResult> {
+    if (typeof prompt !== "string") {
+      return Promise.reject(new LoupeError("INVALID_ARGUMENT", "Cannot generate: the prompt must be a string"));
+    }
+    const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
+    if (!Number.isInteger(maxTokens) || maxTokens < 0) {
+      return Promise.reject(new LoupeError("INVALID_ARGUMENT", `Cannot generate: maxTokens must be a whole number, not ${maxTokens}`));
+    }
+    return this.#serial(async () => {
+      const timeline = new Timeline(kind);
+      const t0 = performance.now();
+      let promptTokens: Int32Array;
+      try {
+        promptTokens = this.#native.tokenize(prompt, options.addSpecial ?? true, options.parseSpecial ?? true);
+      } catch (e) {
+        throw wrap(e, "Cannot tokenize the prompt");
+      }
+      const tTok = performance.now() - t0;
+      if (promptTokens.length === 0) throw new LoupeError("INVALID_ARGUMENT", "Cannot generate: the prompt is empty");
+      try {
+        this.#native.genBegin({
+          maxTokens,
+          temperature: options.temperature ?? 0.8,
+          topK: options.topK ?? 40,
+          topP: options.topP ?? 0.95,
+          minP: options.minP ?? 0.05,
+          repeatPenalty: options.repeatPenalty ?? 1,
+          repeatLastN: options.repeatLastN ?? 64,
+          seed: options.seed ?? 0xFFFFFFFF,
+          stop: options.stop ?? [],
+          ignoreEos: options.ignoreEos ?? false,
+        }, promptTokens);
+      } catch (e) {
+        throw wrap(e, "Cannot generate");
+      }
+      const required = options.requireDevice ?? this.#options.requireDevice;
+      const onAbort = () => this.#native.genAbort();
+      options.signal?.addEventListener("abort", onAbort);
+      if (options.signal?.aborted) this.#native.genAbort();
+      let text = "";
+      const tokens: number[] = [];
+      let out: StepOutput;
+      this.#running++;
+      try {
+        while (true) {
+          const done = await this.#native.genStep(budgetMs);
+          out = this.#native.genOutput<StepOutput>();
+          text += out.text;
+          tokens.push(...out.tokens);
+          if (out.text && onPiece) onPiece(out.text);
+          if (required) checkPlacement(stagesOf(out, tTok, "check"), required, this.#devices);
+          if (done) break;
+        }
+      } catch (e) {
+        this.#native.genAbort();
+        throw wrap(e, "Cannot generate");
+      } finally {
+        this.#running--;
+        options.signal?.removeEventListener("abort", onAbort);
+      }
+      const tl = stagesOf(out!, tTok, kind, timeline);
+      return {
+        text,
+        tokens,
+        promptTokens: Array.from(promptTokens),
+        stopReason: out!.stopReason ?? "maxTokens",
+        timeline: tl,
+      };
+    });
+  }
+
+  /** Frees the native model. Waits for nothing: an in-flight call is aborted and the free happens after it returns. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    finalizer.unregister(this);
+    if (this.#running > 0) this.#native.genAbort();
+    const native = this.#native;
+    this.#queue.then(() => native.free());
+  }
+
+  /** Closes and waits until the native memory is released. */
+  async closeAsync(): Promise<void> {
+    this.close();
+    await this.#queue;
+  }
+
+  /** `using model = …` support. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** `await using model = …` support. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.closeAsync();
+  }
+}
+
+/** Builds a timeline from the native stage counters. */
+function stagesOf(out: StepOutput, tokenizeMs: number, kind: string, timeline = new Timeline(kind)): Timeline {
+  timeline.add({ name: "tokenize", wallMs: tokenizeMs, tokens: 0, graphs: 0, devices: {} });
+  const s = out.stages;
+  if (s.prompt) timeline.addNative("prompt", s.prompt);
+  if (s.generation) timeline.addNative("generation", s.generation);
+  if (s.sampling) {
+    const gen = timeline.stage("generation");
+    timeline.addNative("sampling", s.sampling, gen ? { startMs: gen.startMs, interleavedWith: "generation" } : {});
+  }
+  return timeline;
+}
+
+/** An async iterable of text pieces, with the final result once it ends. */
+export class TextStream implements AsyncIterable<string> {
+  /** Resolves with the full result when generation ends. */
+  readonly result: Promise<GenerateResult>;
+  #pieces: string[] = [];
+  #wake: (() => void) | null = null;
+  #ended = false;
+
+  /** Use Model.stream. */
+  constructor(start: (onPiece: (piece: string) => void) => Promise<GenerateResult>) {
+    this.result = start((piece) => {
+      this.#pieces.push(piece);
+      this.#wake?.();
+    }).finally(() => {
+      this.#ended = true;
+      this.#wake?.();
+    });
+    this.result.catch(() => {}); // surfaced through iteration
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<string> {
+    while (true) {
+      if (this.#pieces.length) {
+        yield this.#pieces.shift()!;
+        continue;
+      }
+      if (this.#ended) {
+        await this.result; // throws the generation's error, if any
+        return;
+      }
+      await new Promise<void>((r) => (this.#wake = r));
+      this.#wake = null;
+    }
+  }
+}
