@@ -15,7 +15,7 @@
  *
  * @module
  */
-export { backends, type BackendReport, type Device, devices, engineInfo, type EngineInfo } from "./src/engine.ts";
+export { type BackendReport, backends, type Device, devices, type EngineInfo, engineInfo } from "./src/engine.ts";
 export { LoupeError, type LoupeErrorCode, PlacementError } from "./src/errors.ts";
 export {
   type ChatMessage,

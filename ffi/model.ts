@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { cstr, lastError, NativeError, type NativeApi, readCString, readJson, takeString } from "./util.ts";
+import { cstr, lastError, type NativeApi, NativeError, readCString, readJson, takeString } from "./util.ts";
 
 /** Status codes of loupe.h. */
 export const Status = {
@@ -37,7 +37,9 @@ export class NativeModel {
   }
 
   #check(rc: number): number {
-    if (rc < 0) throw new NativeError(rc, readCString(this.#api.loupe_model_error(this.#handle())) || lastError(this.#api));
+    if (rc < 0) {
+      throw new NativeError(rc, readCString(this.#api.loupe_model_error(this.#handle())) || lastError(this.#api));
+    }
     return rc;
   }
 
@@ -105,7 +107,11 @@ export class NativeModel {
   }
 
   /** Applies the model's chat template (or `template`) to messages. */
-  applyChatTemplate(messages: Array<{ role: string; content: string }>, addAssistant: boolean, template?: string): string {
+  applyChatTemplate(
+    messages: Array<{ role: string; content: string }>,
+    addAssistant: boolean,
+    template?: string,
+  ): string {
     const ptr = this.#api.loupe_chat_apply(
       this.#handle(),
       cstr(JSON.stringify(messages)),

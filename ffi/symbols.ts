@@ -88,7 +88,7 @@ export const symbols = {
   },
   // int32_t loupe_gen_step(loupe_model * model, int32_t budget_ms)
   loupe_gen_step: {
-    parameters: ["pointer" /* loupe_model * model */, "i32" /* int32_t budget_ms */],
+    parameters: ["pointer", /* loupe_model * model */ "i32" /* int32_t budget_ms */],
     result: "i32",
     nonblocking: true,
   },

@@ -8,13 +8,7 @@
  * @module
  */
 import { dirname, join } from "node:path";
-import {
-  type EngineVariant,
-  LLAMA_CPP_COMMIT,
-  type PinnedPackage,
-  PREBUILT_PACKAGES,
-  SOURCE_PACKAGE,
-} from "./pins.ts";
+import { type EngineVariant, LLAMA_CPP_COMMIT, type PinnedPackage, PREBUILT_PACKAGES, SOURCE_PACKAGE } from "./pins.ts";
 
 /** What a build produced: where the engine lives and where our library and tools are. */
 export interface BuildResult {
@@ -225,7 +219,12 @@ async function buildFromSource(sourceDir: string, opts: BuildOptions, verbose: b
   if (await exists(marker)) return join(buildDir, "bin");
   return await withLock(buildDir + ".lock", async () => {
     if (await exists(marker)) return join(buildDir, "bin");
-    log(verbose, `building llama.cpp from source (${opts.cuda ? "CUDA " : ""}${opts.vulkan ? "Vulkan " : ""}CPU); this takes a while`);
+    log(
+      verbose,
+      `building llama.cpp from source (${opts.cuda ? "CUDA " : ""}${
+        opts.vulkan ? "Vulkan " : ""
+      }CPU); this takes a while`,
+    );
     await run("cmake", ["-S", sourceDir, "-B", buildDir, ...flags]);
     const targets = ["llama", "llama-common", "ggml-cpu"];
     if (opts.cuda) targets.push("ggml-cuda");
@@ -366,7 +365,15 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
     });
     jobs.push(async () => {
       const dir = join(sourceDir, "tools", "completion");
-      await run("g++", [...cflags, ...includes, join(dir, "main.cpp"), join(dir, "completion.cpp"), "-o", result.tools.completion, ...link]);
+      await run("g++", [
+        ...cflags,
+        ...includes,
+        join(dir, "main.cpp"),
+        join(dir, "completion.cpp"),
+        "-o",
+        result.tools.completion,
+        ...link,
+      ]);
       step("llama-completion (reference)");
     });
     jobs.push(async () => {

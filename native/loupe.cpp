@@ -620,6 +620,9 @@ int32_t loupe_model_load(loupe_model * m) {
             mp.devices = devs.data();
         }
 
+        if (m->cancel.load()) {
+            return m->set_error(LOUPE_ERR_ABORTED, "loading was cancelled");
+        }
         {
             log_capture cap;
             m->model = llama_model_load_from_file(path.c_str(), mp);
@@ -661,6 +664,9 @@ int32_t loupe_model_load(loupe_model * m) {
             if (!m->ctx) {
                 return m->set_error(LOUPE_ERR_LOAD, "cannot create a context" + (cap.lines.empty() ? "" : ": " + cap.lines));
             }
+        }
+        if (m->cancel.load()) {
+            return m->set_error(LOUPE_ERR_ABORTED, "loading was cancelled");
         }
         m->load_us = now_us() - t0;
         m->progress.store(1.0f);

@@ -30,8 +30,7 @@ export const NODE_LLAMA_CPP_VERSION = "3.22.1";
 export const SOURCE_PACKAGE: PinnedPackage = {
   name: "node-llama-cpp",
   version: NODE_LLAMA_CPP_VERSION,
-  integrity:
-    "sha512-bltIipuWmc123H7tMIgDGKSsSrhmhlQYeVUC48XTjVW7XGJJiJJyCdlTMzQ/LiWoPkGDpcL4FviDpgw7qfTiDw==",
+  integrity: "sha512-bltIipuWmc123H7tMIgDGKSsSrhmhlQYeVUC48XTjVW7XGJJiJJyCdlTMzQ/LiWoPkGDpcL4FviDpgw7qfTiDw==",
 };
 
 /** Prebuilt shared libraries per variant. */
@@ -39,26 +38,22 @@ export const PREBUILT_PACKAGES: Record<Exclude<EngineVariant, "source">, PinnedP
   cpu: {
     name: "@node-llama-cpp/linux-x64",
     version: NODE_LLAMA_CPP_VERSION,
-    integrity:
-      "sha512-5uCCDNqWCNfaAm8aR/Uzxbo4HBpKgNF91kCHPepKhgMgV2OAmatoefbOlMihsqCiH2Od35E/eUHQCFbfRBJuOg==",
+    integrity: "sha512-5uCCDNqWCNfaAm8aR/Uzxbo4HBpKgNF91kCHPepKhgMgV2OAmatoefbOlMihsqCiH2Od35E/eUHQCFbfRBJuOg==",
   },
   vulkan: {
     name: "@node-llama-cpp/linux-x64-vulkan",
     version: NODE_LLAMA_CPP_VERSION,
-    integrity:
-      "sha512-bBxqU+JOcBu1nb5Qj2zcMci+JByT1E8EajHvYodyNfVIPkEhXh+/HMwR1/BT7xP08YK0hks+kM8fglER0P8JEg==",
+    integrity: "sha512-bBxqU+JOcBu1nb5Qj2zcMci+JByT1E8EajHvYodyNfVIPkEhXh+/HMwR1/BT7xP08YK0hks+kM8fglER0P8JEg==",
   },
   cuda: {
     name: "@node-llama-cpp/linux-x64-cuda",
     version: NODE_LLAMA_CPP_VERSION,
-    integrity:
-      "sha512-8rQCjyNNLZJUFit+YpjwlC4hwkKgOMIkB2wuycKBf8NU2O3ySKbiWZQ8aw9ku2nUTXjSnUIrE6KB88itduTBuA==",
+    integrity: "sha512-8rQCjyNNLZJUFit+YpjwlC4hwkKgOMIkB2wuycKBf8NU2O3ySKbiWZQ8aw9ku2nUTXjSnUIrE6KB88itduTBuA==",
   },
   cuda12: {
     name: "@node-llama-cpp/linux-x64-cuda-ext",
     version: NODE_LLAMA_CPP_VERSION,
-    integrity:
-      "sha512-4e5ajkiM2aR2WAdB/N/ACk4weEhHvOAIrzxZPsIX0xDFW5+6hhShuy1/vs88SK9NGdgAco9IyE28eYS0H1efpA==",
+    integrity: "sha512-4e5ajkiM2aR2WAdB/N/ACk4weEhHvOAIrzxZPsIX0xDFW5+6hhShuy1/vs88SK9NGdgAco9IyE28eYS0H1efpA==",
   },
 };
 

@@ -75,6 +75,8 @@ export async function assertDeviceAvailable(required: string): Promise<void> {
     .join("; ");
   throw new LoupeError(
     "BACKEND_UNAVAILABLE",
-    `No device matches requireDevice "${required}": devices are ${devs.map((d) => d.name).join(", ") || "none"}; ${reasons}`,
+    `No device matches requireDevice "${required}": devices are ${
+      devs.map((d) => d.name).join(", ") || "none"
+    }; ${reasons}`,
   );
 }

@@ -214,7 +214,10 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     ? -1
     : options.gpuLayers;
   if (!Number.isInteger(gpuLayers)) {
-    throw new LoupeError("INVALID_ARGUMENT", `Cannot load model "${path}": gpuLayers must be an integer, "auto" or "all"`);
+    throw new LoupeError(
+      "INVALID_ARGUMENT",
+      `Cannot load model "${path}": gpuLayers must be an integer, "auto" or "all"`,
+    );
   }
   const native = new NativeModel(lib.api, {
     path,
@@ -231,6 +234,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const timeline = new Timeline("load");
   const t0 = performance.now();
   const onAbort = () => native.cancel();
+  if (options.signal?.aborted) native.cancel();
   options.signal?.addEventListener("abort", onAbort);
   let timer: ReturnType<typeof setInterval> | undefined;
   if (options.onProgress) {
@@ -249,7 +253,9 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   } catch (e) {
     native.free();
     const err = wrap(e, `Cannot load model "${path}"`);
-    throw err.code === "ABORTED" ? err : new LoupeError("LOAD_FAILED", err.message, { nativeMessage: err.nativeMessage, cause: e });
+    throw err.code === "ABORTED"
+      ? err
+      : new LoupeError("LOAD_FAILED", err.message, { nativeMessage: err.nativeMessage, cause: e });
   } finally {
     if (timer !== undefined) clearInterval(timer);
     options.signal?.removeEventListener("abort", onAbort);
@@ -277,7 +283,14 @@ export class Model {
   #running = 0;
 
   /** Use {@linkcode loadModel}. */
-  constructor(path: string, native: NativeModel, info: ModelInfo, timeline: Timeline, options: LoadModelOptions, devs: Device[]) {
+  constructor(
+    path: string,
+    native: NativeModel,
+    info: ModelInfo,
+    timeline: Timeline,
+    options: LoadModelOptions,
+    devs: Device[],
+  ) {
     this.path = path;
     this.#native = native;
     this.info = info;
@@ -333,7 +346,10 @@ export class Model {
     this.#assertOpen();
     for (const [i, m] of messages.entries()) {
       if (typeof m?.role !== "string" || typeof m?.content !== "string") {
-        throw new LoupeError("INVALID_ARGUMENT", `Cannot apply the chat template: message ${i} needs a string role and content`);
+        throw new LoupeError(
+          "INVALID_ARGUMENT",
+          `Cannot apply the chat template: message ${i} needs a string role and content`,
+        );
       }
     }
     try {
@@ -383,7 +399,9 @@ export class Model {
     }
     const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) {
-      return Promise.reject(new LoupeError("INVALID_ARGUMENT", `Cannot generate: maxTokens must be a whole number, not ${maxTokens}`));
+      return Promise.reject(
+        new LoupeError("INVALID_ARGUMENT", `Cannot generate: maxTokens must be a whole number, not ${maxTokens}`),
+      );
     }
     return this.#serial(async () => {
       const timeline = new Timeline(kind);

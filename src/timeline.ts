@@ -94,7 +94,14 @@ export class Timeline {
 
   /** Adds a stage reported by the native library. */
   addNative(name: string, s: NativeStage, extra: Partial<Stage> = {}): Stage {
-    return this.add({ name, wallMs: s.wallUs / 1000, tokens: s.tokens, graphs: s.graphs, devices: s.devices, ...extra });
+    return this.add({
+      name,
+      wallMs: s.wallUs / 1000,
+      tokens: s.tokens,
+      graphs: s.graphs,
+      devices: s.devices,
+      ...extra,
+    });
   }
 
   /** The stage called `name`, if any. */
@@ -141,7 +148,9 @@ export class Timeline {
       ]);
     }
     const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-    const lines = rows.map((r) => r.map((c, i) => (i === 0 || i === 5 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  "));
+    const lines = rows.map((r) =>
+      r.map((c, i) => (i === 0 || i === 5 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ")
+    );
     lines.splice(1, 0, widths.map((w) => "-".repeat(w)).join("  "));
     let out = `${this.kind} timeline, ${this.totalMs.toFixed(1)} ms\n${lines.join("\n")}`;
     const weights = Object.entries(this.weights);
