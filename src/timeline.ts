@@ -74,7 +74,7 @@ export class Timeline {
   readonly events: Array<{ atMs: number; what: string }> = [];
 
   /** Creates an empty timeline. */
-  constructor(kind: string, startedAt = new Date()) {
+  constructor(kind: string, startedAt: Date = new Date()) {
     this.kind = kind;
     this.startedAt = startedAt;
   }
