@@ -1,0 +1,85 @@
+// Bad input gives a typed error with a clear message, and the process stays alive.
+import { assert, assertEquals, assertRejects } from "./assert.ts";
+import { build, fixture } from "./helpers.ts";
+import { loadModel, LoupeError } from "../mod.ts";
+import { join } from "node:path";
+
+const tiny = await fixture("tiny");
+const dir = await Deno.makeTempDir({ prefix: "loupe-bad-" });
+const bytes = await Deno.readFile(tiny);
+
+async function expectLoadError(path: string, code: string, includes: string) {
+  const e = await assertRejects(() => loadModel(path), LoupeError, includes);
+  assertEquals(e.code, code, e.message);
+  assert(e.message.startsWith(`Cannot load model "${path}": `), e.message);
+  return e;
+}
+
+Deno.test("a missing path", async () => {
+  await expectLoadError(join(dir, "nope.gguf"), "NOT_FOUND", "no such file");
+});
+
+Deno.test("a directory", async () => {
+  await expectLoadError(dir, "NOT_A_FILE", "directory");
+});
+
+Deno.test("a file that is not GGUF", async () => {
+  const p = join(dir, "text.gguf");
+  await Deno.writeTextFile(p, "hello, this is not a model\n".repeat(10));
+  await expectLoadError(p, "BAD_FORMAT", "not a GGUF file");
+});
+
+Deno.test("an empty file", async () => {
+  const p = join(dir, "empty.gguf");
+  await Deno.writeFile(p, new Uint8Array());
+  await expectLoadError(p, "BAD_FORMAT", "");
+});
+
+Deno.test("a truncated GGUF, cut in the header and in the tensor data", async () => {
+  for (const cut of [6, 100, 4096, Math.floor(bytes.length / 2), bytes.length - 1]) {
+    const p = join(dir, `cut-${cut}.gguf`);
+    await Deno.writeFile(p, bytes.subarray(0, cut));
+    await expectLoadError(p, "BAD_FORMAT", "");
+  }
+});
+
+Deno.test("a GGUF with a corrupted header", async () => {
+  const version = bytes.slice();
+  new DataView(version.buffer).setUint32(4, 99, true);
+  const p1 = join(dir, "version.gguf");
+  await Deno.writeFile(p1, version);
+  await expectLoadError(p1, "BAD_FORMAT", "version");
+
+  const counts = bytes.slice();
+  new DataView(counts.buffer).setBigUint64(8, 1n << 40n, true); // tensor count
+  const p2 = join(dir, "counts.gguf");
+  await Deno.writeFile(p2, counts);
+  await expectLoadError(p2, "BAD_FORMAT", "");
+});
+
+Deno.test("a well-formed GGUF the engine rejects: the engine's reason is in the message", async () => {
+  // A vocab-only file as a model: the GGUF is fine, the tensors are missing.
+  const vocab = join(build.sourceDir, "models", "ggml-vocab-llama-spm.gguf");
+  const e = await expectLoadError(vocab, "LOAD_FAILED", "");
+  assert(e.nativeMessage && e.nativeMessage.length > 0, "the engine's own words are kept");
+  assert(/tensor|missing|load/i.test(e.message), e.message);
+});
+
+Deno.test("the process is alive and loads a good model after all of that", async () => {
+  await using m = await loadModel(tiny);
+  const r = await m.generate("Hi", { maxTokens: 3, temperature: 0 });
+  assertEquals(r.tokens.length, 3);
+});
+
+Deno.test("bad generate arguments", async () => {
+  await using m = await loadModel(tiny);
+  // An empty prompt is BOS alone for a model that adds BOS (as in llama.cpp), and an error otherwise.
+  assertEquals((await m.generate("", { maxTokens: 3, temperature: 0 })).promptTokens, [m.info.bos]);
+  await assertRejects(() => m.generate("", { maxTokens: 3, addSpecial: false }), LoupeError, "empty");
+  await assertRejects(() => m.generate("x", { maxTokens: -1 }), LoupeError, "maxTokens");
+  await assertRejects(() => m.generate(42 as unknown as string), LoupeError, "string");
+  const nul = await m.generate("a\u0000b", { maxTokens: 2, temperature: 0 });
+  assertEquals(nul.tokens.length, 2, "a NUL inside the prompt is text, not a terminator");
+});
+
+globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
