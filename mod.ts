@@ -31,3 +31,4 @@ export {
   type TokenizeOptions,
 } from "./src/model.ts";
 export { type DeviceMemory, type DevicePlacement, type Stage, Timeline } from "./src/timeline.ts";
+export { fixtureModel, type FixtureName } from "./src/fixtures.ts";

@@ -14,6 +14,7 @@
 
 import { createHash } from "node:crypto";
 import { GGMLType, type GGUFValue, GGUFValueType, GGUFWriter, readGGUFFile } from "./gguf.ts";
+import { cacheDir, ensureSource } from "../native/build.ts";
 
 /**
  * The standard ChatML chat template; llama.cpp's
@@ -541,4 +542,16 @@ async function readMeta(path: string): Promise<FixtureMeta | null> {
 
 function joinPath(dir: string, file: string): string {
   return dir.endsWith("/") ? dir + file : `${dir}/${file}`;
+}
+
+/**
+ * Path of a fixture model in loupe's cache, made on first use from the pinned source's
+ * vocabulary (no download of weights). Notebooks and examples use it when no model is given.
+ *
+ * @param name The preset: "tiny" (4M parameters, F32) or "bench" (58M parameters, F16).
+ * @returns The model's path.
+ */
+export async function fixtureModel(name: FixtureName = "tiny"): Promise<string> {
+  const src = await ensureSource(false);
+  return (await ensureFixture(joinPath(cacheDir(), "fixtures"), joinPath(src, "models"), name)).path;
 }

@@ -1,14 +1,13 @@
 // Shared test set-up: the build, fixture models, and llama.cpp's reference tools.
-import { join } from "node:path";
-import { cacheDir, ensureBuild } from "../native/build.ts";
-import { ensureFixture, type FixtureName } from "../src/fixtures.ts";
+import { ensureBuild } from "../native/build.ts";
+import { fixtureModel, type FixtureName } from "../src/fixtures.ts";
 
 /** The build the tests run against (the engine variant from LOUPE_ENGINE or detected). */
 export const build = await ensureBuild({ verbose: false });
 
 /** Path of a fixture model, made on first use. */
 export async function fixture(name: FixtureName = "tiny"): Promise<string> {
-  return (await ensureFixture(join(cacheDir(), "fixtures"), join(build.sourceDir, "models"), name)).path;
+  return await fixtureModel(name);
 }
 
 /** Threads used on both sides of a comparison. */
