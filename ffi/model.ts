@@ -126,9 +126,9 @@ export class NativeModel {
     this.#check(this.#api.loupe_gen_begin(this.#handle(), cstr(JSON.stringify(params)), tokens, tokens.length));
   }
 
-  /** Runs the token loop for up to `budgetMs`; true when finished. */
-  async genStep(budgetMs: number): Promise<boolean> {
-    return this.#check(await this.#api.loupe_gen_step(this.#handle(), budgetMs)) === 1;
+  /** Runs the token loop for up to `budgetMs` and `maxTokens` new tokens (0 = no cap); true when finished. */
+  async genStep(budgetMs: number, maxTokens = 0): Promise<boolean> {
+    return this.#check(await this.#api.loupe_gen_step(this.#handle(), budgetMs, maxTokens)) === 1;
   }
 
   /** Asks a running step to stop. */

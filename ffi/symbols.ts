@@ -86,9 +86,13 @@ export const symbols = {
     ],
     result: "i32",
   },
-  // int32_t loupe_gen_step(loupe_model * model, int32_t budget_ms)
+  // int32_t loupe_gen_step(loupe_model * model, int32_t budget_ms, int32_t max_step_tokens)
   loupe_gen_step: {
-    parameters: ["pointer", /* loupe_model * model */ "i32" /* int32_t budget_ms */],
+    parameters: [
+      "pointer", /* loupe_model * model */
+      "i32", /* int32_t budget_ms */
+      "i32", /* int32_t max_step_tokens */
+    ],
     result: "i32",
     nonblocking: true,
   },

@@ -72,7 +72,11 @@ async function run(cmd: string, args: string[], opts: { cwd?: string; env?: Reco
   return new TextDecoder().decode(out.stdout);
 }
 
-/** Picks the engine variant: `LOUPE_ENGINE`, else CUDA when an NVIDIA driver is present, else Vulkan when a Vulkan loader is installed, else CPU. */
+/**
+ * Picks the engine variant: `LOUPE_ENGINE`, else CUDA when an NVIDIA driver is present, else
+ * Vulkan when a Vulkan loader is installed and a GPU render node exists (or
+ * `GGML_VK_VISIBLE_DEVICES` is set), else CPU.
+ */
 export async function detectVariant(): Promise<EngineVariant> {
   const env = Deno.env.get("LOUPE_ENGINE");
   if (env) {
@@ -86,9 +90,15 @@ export async function detectVariant(): Promise<EngineVariant> {
     // CUDA 13 needs driver 580 or newer; older drivers get the CUDA 12 build.
     return m && Number(m[1]) < 580 ? "cuda12" : "cuda";
   } catch { /* no NVIDIA driver */ }
+  // Vulkan only with a GPU render node (or a Vulkan device made visible on purpose): Mesa's
+  // CPU drivers install a Vulkan loader too, and ggml hides such devices anyway.
   try {
     const ld = await run("/sbin/ldconfig", ["-p"]);
-    if (ld.includes("libvulkan.so.1")) return "vulkan";
+    const renderNode = await Array.fromAsync(Deno.readDir("/dev/dri")).then(
+      (es) => es.some((e) => e.name.startsWith("renderD")),
+      () => false,
+    );
+    if (ld.includes("libvulkan.so.1") && (renderNode || Deno.env.get("GGML_VK_VISIBLE_DEVICES"))) return "vulkan";
   } catch { /* no ldconfig */ }
   return "cpu";
 }

@@ -36,6 +36,8 @@ struct llama_memory_breakdown_data {
 };
 using llama_memory_breakdown = std::map<ggml_backend_buffer_type_t, llama_memory_breakdown_data>;
 LLAMA_API llama_memory_breakdown llama_get_memory_breakdown(const struct llama_context * ctx);
+LLAMA_API int32_t llama_model_n_devices(const struct llama_model * model);
+LLAMA_API ggml_backend_dev_t llama_model_get_device(const struct llama_model * model, int i);
 
 namespace {
 
@@ -698,7 +700,13 @@ const char * loupe_model_info(loupe_model * m) {
         llama_model_desc(m->model, desc, sizeof(desc));
         const char * tmpl = llama_model_chat_template(m->model, nullptr);
         int32_t n_layer = llama_model_n_layer(m->model);
+        // layers that went to a non-CPU device: none when there is no such device
         int32_t gpu_layers = m->params.value("gpuLayers", -1);
+        bool any_gpu = false;
+        for (int i = 0; i < llama_model_n_devices(m->model); i++) {
+            ggml_backend_dev_t dev = llama_model_get_device(m->model, i);
+            any_gpu = any_gpu || ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_CPU;
+        }
         json memory = json::array();
         if (m->ctx) {
             for (const auto & [buft, mb] : llama_get_memory_breakdown(m->ctx)) {
@@ -728,7 +736,7 @@ const char * loupe_model_info(loupe_model * m) {
             { "hasDecoder", llama_model_has_decoder(m->model) },
             { "chatTemplate", tmpl ? json(tmpl) : json(nullptr) },
             { "loadUs", m->load_us },
-            { "gpuLayers", gpu_layers < 0 || gpu_layers > n_layer + 1 ? n_layer + 1 : gpu_layers },
+            { "gpuLayers", !any_gpu ? 0 : gpu_layers < 0 || gpu_layers > n_layer + 1 ? n_layer + 1 : gpu_layers },
             { "memory", memory },
         };
         m->info = info.dump();
@@ -902,7 +910,7 @@ int32_t loupe_gen_begin(loupe_model * m, const char * params_json, const int32_t
     });
 }
 
-int32_t loupe_gen_step(loupe_model * m, int32_t budget_ms) {
+int32_t loupe_gen_step(loupe_model * m, int32_t budget_ms, int32_t max_step_tokens) {
     if (!m || !m->ctx) {
         return fail(LOUPE_ERR_STATE, "model is not loaded with a context");
     }
@@ -940,6 +948,7 @@ int32_t loupe_gen_step(loupe_model * m, int32_t budget_ms) {
             }
         }
 
+        int32_t step_tokens = 0;
         stage_stats & gen_stage = m->stages["generation"];
         stage_stats & sample_stage = m->stages["sampling"];
         while (true) {
@@ -988,7 +997,7 @@ int32_t loupe_gen_step(loupe_model * m, int32_t budget_ms) {
                 finish(m, "maxTokens");
                 break;
             }
-            if (now_us() > deadline) {
+            if (now_us() > deadline || (max_step_tokens > 0 && ++step_tokens >= max_step_tokens)) {
                 return 0;
             }
         }

@@ -118,10 +118,11 @@ char * loupe_chat_apply(loupe_model * model, const char * messages_json,
 int32_t loupe_gen_begin(loupe_model * model, const char * params_json, const int32_t * tokens,
                         int32_t n_tokens);
 
-// Runs the generation for at most `budget_ms` milliseconds (the prompt is evaluated first);
-// the token loop stays in native code. nonblocking.
+// Runs the generation for at most `budget_ms` milliseconds and, when `max_step_tokens` > 0,
+// at most that many new tokens (the prompt is evaluated first); the token loop stays in
+// native code. nonblocking.
 // Returns 1 when finished, 0 when it should be called again, or a negative error.
-int32_t loupe_gen_step(loupe_model * model, int32_t budget_ms);
+int32_t loupe_gen_step(loupe_model * model, int32_t budget_ms, int32_t max_step_tokens);
 
 // Asks a running loupe_gen_step to stop at the next token or graph. Thread-safe.
 void loupe_gen_abort(loupe_model * model);

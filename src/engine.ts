@@ -18,8 +18,10 @@ export interface Device {
   name: string;
   /** The driver's description (GPU model, CPU model). */
   description: string;
-  /** "cpu", "gpu", "igpu" (integrated) or "accel". */
+  /** "cpu", "gpu", "igpu" (integrated) or "accel", as ggml reports it (a software Vulkan device says "gpu"). */
   type: string;
+  /** True for a GPU API implemented on the CPU (Mesa's lavapipe/llvmpipe, SwiftShader): never counts as "gpu". */
+  software: boolean;
   /** Backend that registered it. */
   backend: string;
   /** Total memory in bytes. */
@@ -38,6 +40,8 @@ export interface EngineInfo {
   library: string;
 }
 
+const SOFTWARE_RENDERER = /\b(llvmpipe|lavapipe|softpipe|swiftshader)\b/i;
+
 async function library() {
   try {
     return await openLibrary();
@@ -54,7 +58,8 @@ export async function backends(): Promise<BackendReport[]> {
 /** Every device of every loaded backend, with memory. */
 export async function devices(): Promise<Device[]> {
   const lib = await library();
-  return takeJson<Device[]>(lib.api, lib.api.loupe_devices());
+  const list = takeJson<Omit<Device, "software">[]>(lib.api, lib.api.loupe_devices());
+  return list.map((d) => ({ ...d, software: SOFTWARE_RENDERER.test(d.description) }));
 }
 
 /** Which engine build is in use. */

@@ -12,6 +12,11 @@ import { LoupeError, type LoupeErrorCode } from "./errors.ts";
 import { assertDeviceAvailable, type Device, devices } from "./engine.ts";
 import { checkPlacement, type DeviceMemory, type NativeStage, Timeline } from "./timeline.ts";
 
+/** A streaming step returns after 20 ms or 8 tokens: pieces arrive promptly, one FFI round trip per 8 tokens. */
+const STREAM_STEP = { ms: 20, tokens: 8 };
+/** generate and chat return to JavaScript every 250 ms (for abort and placement checks), not per token. */
+const COLLECT_STEP = { ms: 250, tokens: 0 };
+
 /** Default cap on generated tokens when `maxTokens` is not given: generation never runs to a full context by accident. */
 export const DEFAULT_MAX_TOKENS = 256;
 
@@ -25,7 +30,7 @@ export interface LoadModelOptions {
   contextSize?: number;
   /** Logical batch size for prompt evaluation (default 512). */
   batchSize?: number;
-  /** CPU threads for generation; default: the engine's choice (physical cores). */
+  /** CPU threads for generation; default `navigator.hardwareConcurrency`. */
   threads?: number;
   /** CPU threads for prompt evaluation; default: same as `threads`. */
   threadsBatch?: number;
@@ -374,17 +379,19 @@ export class Model {
    * `stream.result` once iteration ends.
    */
   stream(prompt: string, options: GenerateOptions = {}): TextStream {
-    return new TextStream((onPiece) => this.#run(prompt, options, "generate", onPiece, 20));
+    return new TextStream((onPiece) => this.#run(prompt, options, "generate", onPiece, STREAM_STEP));
   }
 
   /** Streams a chat reply; see {@linkcode stream}. */
   streamChat(messages: ChatMessage[], options: GenerateOptions = {}): TextStream {
     const prompt = this.applyChatTemplate(messages);
-    return new TextStream((onPiece) => this.#run(prompt, { parseSpecial: true, ...options }, "chat", onPiece, 20));
+    return new TextStream((onPiece) =>
+      this.#run(prompt, { parseSpecial: true, ...options }, "chat", onPiece, STREAM_STEP)
+    );
   }
 
   #collect(prompt: string, options: GenerateOptions, kind: string): Promise<GenerateResult> {
-    return this.#run(prompt, options, kind, undefined, 250);
+    return this.#run(prompt, options, kind, undefined, COLLECT_STEP);
   }
 
   #run(
@@ -392,7 +399,7 @@ export class Model {
     options: GenerateOptions,
     kind: string,
     onPiece: ((piece: string) => void) | undefined,
-    budgetMs: number,
+    step: { ms: number; tokens: number },
   ): Promise<GenerateResult> {
     if (typeof prompt !== "string") {
       return Promise.reject(new LoupeError("INVALID_ARGUMENT", "Cannot generate: the prompt must be a string"));
@@ -440,7 +447,7 @@ export class Model {
       this.#running++;
       try {
         while (true) {
-          const done = await this.#native.genStep(budgetMs);
+          const done = await this.#native.genStep(step.ms, step.tokens);
           out = this.#native.genOutput<StepOutput>();
           text += out.text;
           tokens.push(...out.tokens);

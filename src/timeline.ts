@@ -176,15 +176,20 @@ export class Timeline {
 
 /** A device as {@linkcode checkPlacement} needs to know it. */
 export interface PlacementDevice {
+  /** Device name. */
   name: string;
+  /** "cpu", "gpu", "igpu" or "accel". */
   type: string;
+  /** A GPU API implemented on the CPU (Mesa's lavapipe/llvmpipe, SwiftShader). */
+  software?: boolean;
 }
 
-/** Whether a device satisfies a `requireDevice` value ("gpu", "cpu" or a device name). */
+/** Whether a device satisfies a `requireDevice` value ("gpu", "cpu" or a device name); "gpu" excludes software renderers. */
 export function deviceMatches(required: string, device: string, devices: PlacementDevice[]): boolean {
   const want = required.toLowerCase();
   const info = devices.find((d) => d.name.toLowerCase() === device.toLowerCase());
-  if (want === "gpu") return info !== undefined && (info.type === "gpu" || info.type === "igpu");
+  // A software renderer reports itself as a GPU but runs on the CPU: it is not "gpu".
+  if (want === "gpu") return info !== undefined && (info.type === "gpu" || info.type === "igpu") && !info.software;
   if (want === "cpu") return device.toLowerCase() === "cpu";
   return device.toLowerCase() === want;
 }

@@ -111,11 +111,11 @@ Deno.test("symbol table check catches a wrong return type", () => {
 Deno.test("symbol table check catches a missing nonblocking flag and a wrong parameter", () => {
   const broken = {
     ...symbols,
-    loupe_gen_step: { parameters: ["pointer", "i64"], result: "i32" },
+    loupe_gen_step: { parameters: ["pointer", "i64", "i32"], result: "i32" },
   };
   const problems = compareTable(parseHeader(header), broken);
   assertEquals(problems, [
-    'loupe_gen_step: parameters ["pointer","i64"], header says ["pointer","i32"]',
+    'loupe_gen_step: parameters ["pointer","i64","i32"], header says ["pointer","i32","i32"]',
     "loupe_gen_step: nonblocking false, header says true",
   ]);
 });

@@ -1,0 +1,450 @@
+/**
+ * Side-by-side benchmark of loupe against llama.cpp's own `llama-bench`, built from the pinned
+ * source against the same engine libraries, on the ≈58M-parameter F16 `bench` fixture.
+ *
+ * It prints ratios measured in one run (it is a report, not a timed test: it always exits 0
+ * once it has measured):
+ *
+ * 1. generation tokens/s: loupe `generate("", { maxTokens: N, temperature: 0, ignoreEos: true })`
+ *    vs `llama-bench -p 0 -n N` (tgN);
+ * 2. prompt tokens/s: loupe's "prompt" stage on a 512-token prompt vs `llama-bench -p 512 -n 0`
+ *    (pp512), with equal n_batch/n_ubatch and flash attention;
+ * 3. the cost of measuring: loupe with `measure: true` vs `measure: false`.
+ *
+ * What llama-bench times (tools/llama-bench/llama-bench.cpp, `test_gen`/`test_prompt`): per
+ * repetition it clears the KV cache, then times n single-token `llama_decode` calls from
+ * position 0 (the first token is BOS), each followed by `llama_synchronize`, with no sampling
+ * (the next token is `rand() % n_vocab`); pp times the prompt's decodes in n_batch chunks and one
+ * `llama_synchronize`. Before the repetitions it runs one untimed warmup (the whole prompt for
+ * pp, one token for tg) in the same context. Its context is n_prompt + n_gen tokens and it
+ * attaches its own (polling) CPU threadpool.
+ *
+ * loupe's matching measurement: `generate("")` tokenizes to [BOS], so the timeline's "prompt"
+ * stage is the BOS decode at position 0 and its "generation" stage the next N-1 single-token
+ * decodes (the N-th sampled token is not decoded), each wall time taken around `llama_decode` +
+ * `llama_synchronize`. Their sum is exactly the N decodes llama-bench times, which is what the
+ * gated tg ratio uses. The generate call's wall time (end to end: tokenize, sampler set-up, KV
+ * clear, N greedy samplings over the vocabulary, FFI round trips, JSON step output) and the
+ * generation stage alone are reported beside it. Every loupe model is warmed up once before the
+ * timed rounds, as llama-bench does in each process.
+ *
+ * Repetitions are interleaved in rounds (llama-bench, loupe tg with and without measuring,
+ * loupe pp, in an order rotated each round) and summarized by medians.
+ *
+ * CLI: `deno task bench [--quick] [--rounds=N] [--tokens=N] [--fa=auto|on|off]`
+ *
+ * @module
+ */
+import { loadModel, type Model } from "../mod.ts";
+import { build, fixture, runTool, THREADS } from "./helpers.ts";
+
+// ---- options -------------------------------------------------------------------------------
+
+type FlashAttn = "auto" | "on" | "off";
+
+function flag(name: string): string | undefined {
+  const prefix = `--${name}=`;
+  const hit = Deno.args.find((a) => a.startsWith(prefix));
+  return hit?.slice(prefix.length);
+}
+
+function intFlag(name: string, fallback: number): number {
+  const v = flag(name);
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, not "${v}"`);
+  return n;
+}
+
+const QUICK = Deno.args.includes("--quick");
+/** Tokens generated per tg repetition (llama-bench's default tg is 128). */
+const N_GEN = intFlag("tokens", QUICK ? 16 : 128);
+/** Prompt tokens per pp repetition. */
+const N_PROMPT = QUICK ? 128 : 512;
+/** n_batch = n_ubatch on both sides. */
+const BATCH = 512;
+/** Interleaved rounds wanted; each gives one sample of every measurement. */
+const ROUNDS = intFlag("rounds", QUICK ? 1 : 11);
+/** A round during which other processes used more than this many cores is run again (up to MAX_ATTEMPTS). */
+const FOREIGN_LIMIT = 0.25;
+const MAX_ATTEMPTS = QUICK ? 1 : 2 * ROUNDS;
+/** No new round starts (after at least MIN_ROUNDS) once this much time has passed. */
+const TIME_BUDGET_MS = 240_000;
+const MIN_ROUNDS = Math.min(5, ROUNDS);
+const FA = (flag("fa") ?? "auto") as FlashAttn;
+if (!["auto", "on", "off"].includes(FA)) throw new Error(`--fa must be auto, on or off, not "${FA}"`);
+
+const TARGET_RATIO = 0.98;
+const TARGET_OVERHEAD = 0.01;
+
+// ---- helpers -------------------------------------------------------------------------------
+
+function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+function spread(xs: number[]): string {
+  if (xs.length === 0) return "no samples";
+  const m = median(xs);
+  const lo = Math.min(...xs);
+  const hi = Math.max(...xs);
+  return `median ${m.toFixed(1)}, min ${lo.toFixed(1)}, max ${hi.toFixed(1)} (±${
+    (50 * (hi - lo) / m).toFixed(1)
+  } % half-range, n=${xs.length})`;
+}
+
+/** CPU time in clock ticks: the whole machine's busy and total time, and this process's own (with reaped children). */
+function cpuTicks(): { busy: number; total: number; own: number } | null {
+  try {
+    const f = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal (guest time is already in user/nice)
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
+    const busy = user + nice + system + irq + softirq + (steal ?? 0);
+    const self = Deno.readTextFileSync("/proc/self/stat");
+    const fields = self.slice(self.lastIndexOf(")") + 2).split(" ").map(Number);
+    // fields[0] is the state (field 3); utime, stime, cutime, cstime are fields 14-17
+    const own = fields[11] + fields[12] + fields[13] + fields[14];
+    return { busy, total: busy + idle + iowait, own };
+  } catch {
+    return null;
+  }
+}
+
+/** CPU cores' worth of work done by other processes between two readings (steal included). */
+function foreignCores(a: ReturnType<typeof cpuTicks>, b: ReturnType<typeof cpuTicks>): number {
+  if (!a || !b || b.total <= a.total) return NaN;
+  const cores = navigator.hardwareConcurrency;
+  return Math.max(0, (b.busy - a.busy - (b.own - a.own)) / (b.total - a.total)) * cores;
+}
+
+function spreadPlain(xs: number[]): string {
+  return `median ${median(xs).toFixed(2)}, max ${Math.max(...xs).toFixed(2)}`;
+}
+
+function loadavg(): string {
+  try {
+    return Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
+  } catch {
+    return "n/a";
+  }
+}
+
+interface BenchEntry {
+  n_prompt: number;
+  n_gen: number;
+  n_batch: number;
+  n_ubatch: number;
+  n_threads: number;
+  flash_attn: number;
+  samples_ts: number[];
+  samples_ns: number[];
+}
+
+/** One llama-bench process: one repetition of ppN_PROMPT and one of tgN_GEN (each after its own warmup). */
+async function runLlamaBench(model: string): Promise<{ pp: number; tg: number }> {
+  const { stdout } = await runTool(build.tools.bench, [
+    "-m",
+    model,
+    "-p",
+    String(N_PROMPT),
+    "-n",
+    String(N_GEN),
+    "-t",
+    String(THREADS),
+    "-b",
+    String(BATCH),
+    "-ub",
+    String(BATCH),
+    "-fa",
+    FA,
+    "-r",
+    "1",
+    "-o",
+    "json",
+  ]);
+  const text = new TextDecoder().decode(stdout);
+  const entries = JSON.parse(text.slice(text.indexOf("["))) as BenchEntry[];
+  const pp = entries.find((e) => e.n_prompt === N_PROMPT && e.n_gen === 0);
+  const tg = entries.find((e) => e.n_prompt === 0 && e.n_gen === N_GEN);
+  if (!pp || !tg) throw new Error(`llama-bench gave no pp${N_PROMPT}/tg${N_GEN} results: ${text.slice(0, 2000)}`);
+  for (const e of [pp, tg]) {
+    if (e.n_batch !== BATCH || e.n_ubatch !== BATCH || e.n_threads !== THREADS) {
+      throw new Error(`llama-bench ran with other settings than asked: ${JSON.stringify(e)}`);
+    }
+  }
+  return { pp: median(pp.samples_ts), tg: median(tg.samples_ts) };
+}
+
+interface TgSample {
+  /** N / generate() wall time. */
+  e2e: number;
+  /** Generation stage alone: N-1 decodes. */
+  gen: number;
+  /** Prompt (BOS) + generation stages: the N decodes llama-bench times. */
+  decode: number;
+  /** Sampling time per token, µs. */
+  samplingUs: number;
+  /** generate() wall time outside the tokenize, prompt, generation and sampling stages, ms. */
+  hostMs: number;
+}
+
+async function loupeTg(model: Model): Promise<TgSample> {
+  const t0 = performance.now();
+  const r = await model.generate("", { maxTokens: N_GEN, temperature: 0, ignoreEos: true });
+  const wallMs = performance.now() - t0;
+  if (r.tokens.length !== N_GEN || r.promptTokens.length !== 1) {
+    throw new Error(`loupe generated ${r.tokens.length} tokens from ${r.promptTokens.length} prompt tokens`);
+  }
+  const prompt = r.timeline.stage("prompt")!;
+  const gen = r.timeline.stage("generation")!;
+  const sampling = r.timeline.stage("sampling")!;
+  const tokenize = r.timeline.stage("tokenize")!;
+  return {
+    e2e: N_GEN / (wallMs / 1000),
+    gen: gen.tokens / (gen.wallMs / 1000),
+    decode: (prompt.tokens + gen.tokens) / ((prompt.wallMs + gen.wallMs) / 1000),
+    samplingUs: sampling.wallMs * 1000 / sampling.tokens,
+    hostMs: wallMs - tokenize.wallMs - prompt.wallMs - gen.wallMs - sampling.wallMs,
+  };
+}
+
+async function loupePp(model: Model, prompt: string): Promise<{ stage: number; e2e: number }> {
+  const t0 = performance.now();
+  const r = await model.generate(prompt, { maxTokens: 0, temperature: 0 });
+  const wallMs = performance.now() - t0;
+  const s = r.timeline.stage("prompt")!;
+  if (s.tokens !== N_PROMPT) throw new Error(`the prompt stage evaluated ${s.tokens} tokens, not ${N_PROMPT}`);
+  return { stage: s.tokens / (s.wallMs / 1000), e2e: N_PROMPT / (wallMs / 1000) };
+}
+
+/** A plain-text prompt of exactly `n` tokens (BOS included). Token identity does not change the cost. */
+function promptOfTokens(model: Model, n: number): string {
+  const words = ["the", "cat", "sat", "on", "a", "mat", "and", "looked", "at", "bird", "in", "tree"];
+  const parts: string[] = [];
+  let count = model.tokenize("").length;
+  for (let i = 0; count < n; i++) {
+    parts.push(words[i % words.length]);
+    count = model.tokenize(parts.join(" ")).length;
+  }
+  const text = parts.join(" ");
+  if (model.tokenize(text).length !== n) throw new Error(`cannot make a prompt of exactly ${n} tokens`);
+  return text;
+}
+
+// ---- run -----------------------------------------------------------------------------------
+
+const started = performance.now();
+const modelPath = await fixture("bench");
+console.log(`loupe bench${QUICK ? " (quick)" : ""}: ${modelPath}`);
+console.log(`engine: ${build.variant} (${build.engineDir})`);
+console.log(`reference: ${build.tools.bench}`);
+
+// Context sizes as llama-bench makes them (n_prompt + n_gen), except that loupe needs one more
+// slot after a prompt and the engine clamps n_batch to the context. The engine pads contexts to a
+// multiple of 256, and attention only spans the used cells (padded to 256), so the KV cache size
+// does not change the work of a decode.
+const common = { threads: THREADS, batchSize: BATCH, flashAttn: FA } as const;
+const tgOn = await loadModel(modelPath, { ...common, contextSize: N_GEN, measure: true });
+const tgOff = await loadModel(modelPath, { ...common, contextSize: N_GEN, measure: false });
+const pp = await loadModel(modelPath, { ...common, contextSize: Math.max(N_PROMPT + 1, BATCH), measure: true });
+const ppPrompt = promptOfTokens(pp, N_PROMPT);
+
+const info = tgOn.info;
+console.log(
+  `model: ${info.desc}, ${info.nParams.toLocaleString("en-US")} parameters (${(info.nParams / 1e6).toFixed(1)}M), ${
+    (info.size / 2 ** 20).toFixed(1)
+  } MiB`,
+);
+console.log(
+  `threads: ${THREADS} (loupe reports ${info.nThreads}); n_batch = n_ubatch = ${BATCH} (loupe ${pp.info.nBatch}); ` +
+    `flash attention: ${FA}; loupe contexts: tg ${info.nCtx}, pp ${pp.info.nCtx}`,
+);
+console.log(
+  `tg: ${N_GEN} tokens; pp: ${N_PROMPT} tokens; ${ROUNDS} interleaved rounds; load average ${loadavg()}`,
+);
+
+// Warmups, as llama-bench does before its repetitions.
+const warm = await tgOn.generate("", { maxTokens: N_GEN, temperature: 0, ignoreEos: true });
+await tgOff.generate("", { maxTokens: N_GEN, temperature: 0, ignoreEos: true });
+await pp.generate(ppPrompt, { maxTokens: 0 });
+console.log(`loupe devices: generation ${warm.timeline.devicesUsed("generation").join(", ") || "?"}`);
+
+/** One round: one sample of every measurement. */
+interface Round {
+  refTg: number;
+  refPp: number;
+  on: TgSample;
+  off: TgSample;
+  ppStage: number;
+  ppE2e: number;
+  /** Cores' worth of CPU used by other processes during the round. */
+  foreign: number;
+}
+
+const all: Round[] = [];
+const isClean = (r: Round) => !(r.foreign > FOREIGN_LIMIT);
+let attempts = 0;
+while (all.filter(isClean).length < ROUNDS && attempts < MAX_ATTEMPTS) {
+  if (attempts >= MIN_ROUNDS && performance.now() - started > TIME_BUDGET_MS) break;
+  const r: Partial<Round> = {};
+  const steps: Array<() => Promise<void>> = [
+    async () => {
+      const b = await runLlamaBench(modelPath);
+      r.refTg = b.tg;
+      r.refPp = b.pp;
+    },
+    async () => void (r.on = await loupeTg(tgOn)),
+    async () => void (r.off = await loupeTg(tgOff)),
+    async () => {
+      const p = await loupePp(pp, ppPrompt);
+      r.ppStage = p.stage;
+      r.ppE2e = p.e2e;
+    },
+  ];
+  // Rotate the order each round (and reverse it every other one) so no side always runs first.
+  const order = steps.map((_, i) => (i + attempts) % steps.length);
+  if (attempts % 2) order.reverse();
+  const c0 = cpuTicks();
+  for (const i of order) await steps[i]();
+  r.foreign = foreignCores(c0, cpuTicks());
+  all.push(r as Round);
+  attempts++;
+  Deno.stderr.writeSync(
+    new TextEncoder().encode(
+      `\rround ${attempts}: ${all.filter(isClean).length}/${ROUNDS} clean (other processes used ${
+        r.foreign.toFixed(2)
+      } cores) `,
+    ),
+  );
+}
+Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+
+await tgOn.closeAsync();
+await tgOff.closeAsync();
+await pp.closeAsync();
+
+// ---- report --------------------------------------------------------------------------------
+
+// Rounds disturbed by other processes are left out, unless too few are clean.
+const clean = all.filter(isClean);
+const used = clean.length >= Math.min(3, ROUNDS) ? clean : all;
+const on = used.map((r) => r.on);
+const off = used.map((r) => r.off);
+const ref = { tg: used.map((r) => r.refTg), pp: used.map((r) => r.refPp) };
+const lp = { stage: used.map((r) => r.ppStage), e2e: used.map((r) => r.ppE2e) };
+
+/** Set when the samples include rounds disturbed by other processes: verdicts are then marked. */
+const disturbed = used.some((r) => !isClean(r));
+const verdict = (ok: boolean) => (ok ? "PASS" : "FAIL") + (disturbed ? " (disturbed)" : "");
+
+const pick = (xs: TgSample[], k: keyof TgSample) => xs.map((x) => x[k]);
+const onDecode = median(pick(on, "decode"));
+const onE2e = median(pick(on, "e2e"));
+const onGen = median(pick(on, "gen"));
+const offDecode = median(pick(off, "decode"));
+const offE2e = median(pick(off, "e2e"));
+const refTg = median(ref.tg);
+const refPp = median(ref.pp);
+const ppStage = median(lp.stage);
+const ppE2e = median(lp.e2e);
+
+interface Row {
+  metric: string;
+  loupe: string;
+  reference: string;
+  ratio: string;
+  target: string;
+  result: string;
+}
+
+function ratioRow(metric: string, loupe: number, reference: number, gated: boolean): Row {
+  const ratio = loupe / reference;
+  return {
+    metric,
+    loupe: loupe.toFixed(1),
+    reference: reference.toFixed(1),
+    ratio: ratio.toFixed(3),
+    target: gated ? `≥ ${TARGET_RATIO}` : "info",
+    result: gated ? verdict(ratio >= TARGET_RATIO) : "",
+  };
+}
+
+function overheadRow(metric: string, measured: number, unmeasured: number, gated: boolean): Row {
+  const overhead = 1 - measured / unmeasured;
+  return {
+    metric,
+    loupe: measured.toFixed(1),
+    reference: unmeasured.toFixed(1),
+    ratio: `${(measured / unmeasured).toFixed(3)} (${(100 * overhead).toFixed(2)} %)`,
+    target: gated ? `overhead ≤ ${100 * TARGET_OVERHEAD} %` : "info",
+    result: gated ? verdict(overhead <= TARGET_OVERHEAD) : "",
+  };
+}
+
+const rows: Row[] = [
+  ratioRow(`tg${N_GEN} tok/s: N decodes (prompt+generation stages) vs llama-bench`, onDecode, refTg, true),
+  ratioRow(`tg${N_GEN} tok/s: generate() end to end vs llama-bench`, onE2e, refTg, false),
+  ratioRow(`tg${N_GEN} tok/s: generation stage (N-1 decodes) vs llama-bench`, onGen, refTg, false),
+  ratioRow(`pp${N_PROMPT} tok/s: prompt stage vs llama-bench`, ppStage, refPp, true),
+  ratioRow(`pp${N_PROMPT} tok/s: generate() end to end vs llama-bench`, ppE2e, refPp, false),
+  overheadRow(`tg${N_GEN} tok/s end to end: measure on vs off`, onE2e, offE2e, true),
+  overheadRow(`tg${N_GEN} tok/s decodes: measure on vs off`, onDecode, offDecode, false),
+];
+
+const header: Row = {
+  metric: "metric",
+  loupe: "loupe",
+  reference: "reference",
+  ratio: "ratio",
+  target: "target",
+  result: "result",
+};
+const cols = Object.keys(header) as (keyof Row)[];
+const widths = cols.map((c) => Math.max(...[header, ...rows].map((r) => r[c].length)));
+const line = (r: Row) =>
+  cols.map((c, i) => (i === 0 || i >= 4 ? r[c].padEnd(widths[i]) : r[c].padStart(widths[i]))).join("  ").trimEnd();
+console.log();
+console.log(line(header));
+console.log(widths.map((w) => "-".repeat(w)).join("  "));
+for (const r of rows) console.log(line(r));
+
+const paired = (a: number[], b: number[]) => median(a.map((x, i) => x / b[i])).toFixed(3);
+console.log();
+console.log(
+  `rounds: ${all.length} run, ${clean.length} clean (other processes below ${FOREIGN_LIMIT} cores), ` +
+    `${used.length} used${
+      used === all && clean.length < all.length ? " (too few clean: results are disturbed)" : ""
+    }; ` +
+    `other processes' CPU per round: ${spreadPlain(all.map((r) => r.foreign))} cores`,
+);
+console.log(`wall time ${((performance.now() - started) / 1000).toFixed(0)} s; load average ${loadavg()}`);
+console.log("samples (tok/s):");
+console.log(`  llama-bench tg${N_GEN}:               ${spread(ref.tg)}`);
+console.log(`  loupe tg decodes (measure on):  ${spread(pick(on, "decode"))}`);
+console.log(`  loupe tg decodes (measure off): ${spread(pick(off, "decode"))}`);
+console.log(`  loupe tg end to end (on):       ${spread(pick(on, "e2e"))}`);
+console.log(`  loupe tg end to end (off):      ${spread(pick(off, "e2e"))}`);
+console.log(`  llama-bench pp${N_PROMPT}:              ${spread(ref.pp)}`);
+console.log(`  loupe pp prompt stage:          ${spread(lp.stage)}`);
+console.log(
+  `median of per-round paired ratios: tg decodes ${paired(pick(on, "decode"), ref.tg)}, ` +
+    `tg end to end ${paired(pick(on, "e2e"), ref.tg)}, pp ${paired(lp.stage, ref.pp)}, ` +
+    `measure on/off end to end ${paired(pick(on, "e2e"), pick(off, "e2e"))}, ` +
+    `decodes ${paired(pick(on, "decode"), pick(off, "decode"))}`,
+);
+console.log(
+  `loupe per generate() call outside the decode stages: sampling ${
+    median(pick(on, "samplingUs")).toFixed(1)
+  } µs/token, other host time ${median(pick(on, "hostMs")).toFixed(2)} ms/call (measure on), ${
+    median(pick(off, "hostMs")).toFixed(2)
+  } ms/call (off)`,
+);
+console.log(
+  "The gated tg ratio uses the timeline's prompt + generation stages: the same N single-token decodes " +
+    "(+ synchronize) from position 0 that llama-bench times, without sampling. End to end adds what " +
+    "llama-bench does not do (greedy sampling over the vocabulary, KV clear, FFI and JSON step output).",
+);
+Deno.exit(0);
