@@ -58,11 +58,13 @@ export class PlacementError extends LoupeError {
   /** What was required, e.g. "gpu" or "Vulkan0". */
   readonly required: string;
 
-  /** Creates the error. */
-  constructor(stage: string, op: string, device: string, required: string) {
+  /** Creates the error; `note` says more about the device (e.g. that it is a software renderer). */
+  constructor(stage: string, op: string, device: string, required: string, note?: string) {
     super(
       "PLACEMENT",
-      `Stage "${stage}" ran on the wrong device: ${op} ran on ${device}, but requireDevice is "${required}"`,
+      `Stage "${stage}" ran on the wrong device: ${op} ran on ${device}${
+        note ? ` (${note})` : ""
+      }, but requireDevice is "${required}"`,
     );
     this.name = "PlacementError";
     this.stage = stage;

@@ -203,7 +203,14 @@ export function checkPlacement(timeline: Timeline, required: string | undefined,
   for (const s of timeline.stages) {
     for (const [dev, p] of Object.entries(s.devices)) {
       if (p.heavy > 0 && !deviceMatches(required, dev, devices)) {
-        throw new PlacementError(s.name, p.firstHeavy ?? "a heavy op", dev, required);
+        const software = devices.find((d) => d.name === dev)?.software;
+        throw new PlacementError(
+          s.name,
+          p.firstHeavy ?? "a heavy op",
+          dev,
+          required,
+          software ? "a software renderer running on the CPU" : undefined,
+        );
       }
     }
   }

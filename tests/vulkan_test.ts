@@ -289,6 +289,9 @@ Deno.test("vulkan engine: requireDevice Vulkan0 fails on the CPU and passes when
   log(`gpuLayers 0: ${JSON.stringify(r.cpuLayers.error ?? r.cpuLayers)}`);
   log(`gpuLayers all: CPU ops per stage ${JSON.stringify(r.allLayers.cpuOps ?? r.allLayers.error)}`);
   log(`requireDevice "gpu" with lavapipe: ${JSON.stringify(r.requireGpu)}`);
+  // lavapipe reports itself as a GPU but runs on the CPU: "gpu" must refuse it.
+  assert(r.requireGpu.threw, `requireDevice "gpu" accepted lavapipe: ${JSON.stringify(r.requireGpu)}`);
+  assertEquals(r.requireGpu.error?.code, "PLACEMENT");
   assert(r.cpuLayers.threw, `gpuLayers 0 with requireDevice Vulkan0 generated ${r.cpuLayers.tokens} tokens`);
   assert(r.cpuLayers.isPlacementError, `a PlacementError: ${JSON.stringify(r.cpuLayers.error)}`);
   const e = r.cpuLayers.error!;
