@@ -39,6 +39,9 @@ export interface LoadedLibrary {
   backends: BackendReport[];
 }
 
+/** The ABI version of native/loupe.h these bindings are written for. */
+export const LOUPE_ABI_VERSION = 2;
+
 let opened: Promise<LoadedLibrary> | null = null;
 
 async function open(): Promise<LoadedLibrary> {
@@ -59,7 +62,9 @@ async function open(): Promise<LoadedLibrary> {
   }
   const api = lib.symbols;
   const abi = api.loupe_abi_version();
-  if (abi !== 1) throw new Error(`libloupe at ${build.library} has ABI ${abi}, expected 1: rebuild it`);
+  if (abi !== LOUPE_ABI_VERSION) {
+    throw new Error(`libloupe at ${build.library} has ABI ${abi}, expected ${LOUPE_ABI_VERSION}: rebuild it`);
+  }
   const backends = takeJson<BackendReport[]>(api, api.loupe_init(cstr(build.engineDir)));
   return { api, build, backends };
 }

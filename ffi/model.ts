@@ -121,6 +121,60 @@ export class NativeModel {
     return takeString(this.#api, ptr);
   }
 
+  /** The context made at load; owned by the model (its free() does nothing). */
+  defaultContext(): NativeContext {
+    const ptr = this.#api.loupe_model_context(this.#handle());
+    if (ptr === null) throw new NativeError(Status.STATE, lastError(this.#api));
+    return new NativeContext(this.#api, ptr, false);
+  }
+
+  /** Creates another context (own KV cache) on a worker thread. */
+  async createContext(params: Record<string, unknown>): Promise<NativeContext> {
+    const err = new Uint8Array(1024);
+    const ptr = await this.#api.loupe_ctx_create(this.#handle(), cstr(JSON.stringify(params)), err, err.length);
+    if (ptr === null) throw new NativeError(Status.LOAD, new TextDecoder().decode(err.subarray(0, err.indexOf(0))));
+    return new NativeContext(this.#api, ptr, true);
+  }
+
+  /** Frees the handle; later calls throw. Idempotent. */
+  free(): void {
+    if (this.#ptr !== null) {
+      this.#api.loupe_model_free(this.#ptr);
+      this.#ptr = null;
+    }
+  }
+
+  /** Whether free() has run. */
+  get freed(): boolean {
+    return this.#ptr === null;
+  }
+}
+
+/** One `loupe_ctx *` handle: a KV cache and the token loop on it. */
+export class NativeContext {
+  #api: NativeApi;
+  #ptr: Deno.PointerObject | null;
+  #owned: boolean;
+
+  /** Wraps a context pointer; `owned` says whether free() releases it. */
+  constructor(api: NativeApi, ptr: Deno.PointerObject, owned: boolean) {
+    this.#api = api;
+    this.#ptr = ptr;
+    this.#owned = owned;
+  }
+
+  #handle(): Deno.PointerObject {
+    if (this.#ptr === null) throw new NativeError(Status.STATE, "the native context was freed");
+    return this.#ptr;
+  }
+
+  #check(rc: number): number {
+    if (rc < 0) {
+      throw new NativeError(rc, readCString(this.#api.loupe_ctx_error(this.#handle())) || lastError(this.#api));
+    }
+    return rc;
+  }
+
   /** Starts a generation over prompt tokens. */
   genBegin(params: Record<string, unknown>, tokens: Int32Array): void {
     this.#check(this.#api.loupe_gen_begin(this.#handle(), cstr(JSON.stringify(params)), tokens, tokens.length));
@@ -141,16 +195,11 @@ export class NativeModel {
     return readJson<T>(this.#api, this.#api.loupe_gen_output(this.#handle()));
   }
 
-  /** Frees the handle; later calls throw. Idempotent. */
+  /** Frees an owned context; later calls throw. Idempotent. */
   free(): void {
     if (this.#ptr !== null) {
-      this.#api.loupe_model_free(this.#ptr);
+      if (this.#owned) this.#api.loupe_ctx_free(this.#ptr);
       this.#ptr = null;
     }
-  }
-
-  /** Whether free() has run. */
-  get freed(): boolean {
-    return this.#ptr === null;
   }
 }

@@ -75,31 +75,50 @@ export const symbols = {
     result: "pointer",
   },
 
-  // int32_t loupe_gen_begin(loupe_model * model, const char * params_json,
+  // loupe_ctx * loupe_model_context(loupe_model * model)
+  loupe_model_context: { parameters: ["pointer" /* loupe_model * model */], result: "pointer" },
+
+  // loupe_ctx * loupe_ctx_create(loupe_model * model, const char * params_json, char * err, int32_t err_cap)
+  loupe_ctx_create: {
+    parameters: [
+      "pointer", /* loupe_model * model */
+      "buffer", /* const char * params_json */
+      "buffer", /* char * err */
+      "i32", /* int32_t err_cap */
+    ],
+    result: "pointer",
+    nonblocking: true,
+  },
+  // void loupe_ctx_free(loupe_ctx * ctx)
+  loupe_ctx_free: { parameters: ["pointer" /* loupe_ctx * ctx */], result: "void" },
+  // const char * loupe_ctx_error(const loupe_ctx * ctx)
+  loupe_ctx_error: { parameters: ["pointer" /* const loupe_ctx * ctx */], result: "pointer" },
+
+  // int32_t loupe_gen_begin(loupe_ctx * ctx, const char * params_json,
   //                         const int32_t * tokens, int32_t n_tokens)
   loupe_gen_begin: {
     parameters: [
-      "pointer", /* loupe_model * model */
+      "pointer", /* loupe_ctx * ctx */
       "buffer", /* const char * params_json */
       "buffer", /* const int32_t * tokens */
       "i32", /* int32_t n_tokens */
     ],
     result: "i32",
   },
-  // int32_t loupe_gen_step(loupe_model * model, int32_t budget_ms, int32_t max_step_tokens)
+  // int32_t loupe_gen_step(loupe_ctx * ctx, int32_t budget_ms, int32_t max_step_tokens)
   loupe_gen_step: {
     parameters: [
-      "pointer", /* loupe_model * model */
+      "pointer", /* loupe_ctx * ctx */
       "i32", /* int32_t budget_ms */
       "i32", /* int32_t max_step_tokens */
     ],
     result: "i32",
     nonblocking: true,
   },
-  // void loupe_gen_abort(loupe_model * model)
-  loupe_gen_abort: { parameters: ["pointer" /* loupe_model * model */], result: "void" },
-  // const char * loupe_gen_output(loupe_model * model)
-  loupe_gen_output: { parameters: ["pointer" /* loupe_model * model */], result: "pointer" },
+  // void loupe_gen_abort(loupe_ctx * ctx)
+  loupe_gen_abort: { parameters: ["pointer" /* loupe_ctx * ctx */], result: "void" },
+  // const char * loupe_gen_output(loupe_ctx * ctx)
+  loupe_gen_output: { parameters: ["pointer" /* loupe_ctx * ctx */], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The opened library's functions. */

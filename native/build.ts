@@ -324,7 +324,11 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
     engineDir = await findEngineDir(pkgDir, variant === "cuda12");
   }
   const libs = await engineLibraries(engineDir);
-  const ownSources = ["loupe.cpp", "loupe.h"].map((f) => join(NATIVE_DIR, f));
+  const ownSources: string[] = [];
+  for await (const e of Deno.readDir(NATIVE_DIR)) {
+    if (/\.(cpp|h)$/.test(e.name)) ownSources.push(join(NATIVE_DIR, e.name));
+  }
+  ownSources.sort();
   const cflags = ["-O2", "-fPIC", "-std=c++17", "-DLLAMA_SHARED", "-DLLAMA_BUILD", "-DNDEBUG"];
   const includes = ["include", "ggml/include", "vendor", "tools/mtmd", "common", "tools/completion"]
     .map((d) => `-I${join(sourceDir, d)}`);
@@ -352,7 +356,8 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
     const objects: string[] = [];
     const jobs: Array<() => Promise<unknown>> = [];
     let done = 0;
-    const total = mtmd.length + 3;
+    const ownCpp = ownSources.filter((f) => f.endsWith(".cpp"));
+    const total = mtmd.length + ownCpp.length + 2;
     const step = (what: string) => log(verbose, `compiling (${++done}/${total}) ${what}`);
     for (const src of mtmd) {
       const obj = join(objDir, src.slice(join(sourceDir, "tools", "mtmd").length + 1).replaceAll("/", "_") + ".o");
@@ -368,11 +373,13 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
       });
     }
     const link = ["-L" + engineDir, ...libs, `-Wl,-rpath,${engineDir}`, "-lpthread", "-ldl"];
-    const loupeObj = join(outDir, "loupe.o");
-    jobs.push(async () => {
-      await run("g++", [...cflags, "-Wall", ...includes, "-c", join(NATIVE_DIR, "loupe.cpp"), "-o", loupeObj]);
-      step("native/loupe.cpp");
-    });
+    const ownObjects = ownCpp.map((src) => join(outDir, src.slice(NATIVE_DIR.length + 1).replace(/\.cpp$/, ".o")));
+    ownCpp.forEach((src, i) =>
+      jobs.push(async () => {
+        await run("g++", [...cflags, "-Wall", ...includes, "-c", src, "-o", ownObjects[i]]);
+        step(`native/${src.slice(NATIVE_DIR.length + 1)}`);
+      })
+    );
     jobs.push(async () => {
       const dir = join(sourceDir, "tools", "completion");
       await run("g++", [
@@ -394,7 +401,7 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
       step("llama-bench (reference)");
     });
     await runAll(jobs, cores);
-    await run("g++", ["-shared", "-o", result.library, loupeObj, ...objects, ...link]);
+    await run("g++", ["-shared", "-o", result.library, ...ownObjects, ...objects, ...link]);
     await Deno.writeTextFile(marker, fingerprint);
     log(verbose, `built ${result.library}`);
     return result;

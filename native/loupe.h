@@ -21,7 +21,7 @@
 extern "C" {
 #endif
 
-#define LOUPE_ABI_VERSION 1
+#define LOUPE_ABI_VERSION 2
 
 #define LOUPE_OK              0
 #define LOUPE_ERR_INVALID    -1  // bad argument or parameter JSON
@@ -108,30 +108,47 @@ int32_t loupe_detokenize(loupe_model * model, const int32_t * tokens, int32_t n,
 char * loupe_chat_apply(loupe_model * model, const char * messages_json,
                         const char * template_override, int32_t add_assistant);
 
-// ---- generation (on the model's default context) ------------------------------------
+// The context made at load (from the load parameters). Owned by the model: do not free it
+// (loupe_ctx_free ignores it).
+loupe_ctx * loupe_model_context(loupe_model * model);
+
+// ---- contexts ------------------------------------------------------------------------
+
+// Creates another context (its own KV cache) on a loaded model. params_json: {contextSize,
+// batchSize, threads, threadsBatch, flashAttn, measure}. nonblocking.
+// Returns NULL on failure, with the reason copied into `err` (capacity `err_cap`, NUL-terminated).
+loupe_ctx * loupe_ctx_create(loupe_model * model, const char * params_json, char * err, int32_t err_cap);
+
+// Frees a context made by loupe_ctx_create. A model's own context is left alone.
+void loupe_ctx_free(loupe_ctx * ctx);
+
+// The last error recorded on this context ("" when none). Owned by the context.
+const char * loupe_ctx_error(const loupe_ctx * ctx);
+
+// ---- generation ----------------------------------------------------------------------
 
 // Prepares a generation: tokens of the prompt and options
 //   {maxTokens, temperature, topK, topP, minP, repeatPenalty, repeatLastN, seed,
 //    stop: [strings], ignoreEos}
 // The KV cache is cleared. Returns LOUPE_OK or an error (LOUPE_ERR_CONTEXT when the prompt
 // plus at least one generated token cannot fit).
-int32_t loupe_gen_begin(loupe_model * model, const char * params_json, const int32_t * tokens,
+int32_t loupe_gen_begin(loupe_ctx * ctx, const char * params_json, const int32_t * tokens,
                         int32_t n_tokens);
 
 // Runs the generation for at most `budget_ms` milliseconds and, when `max_step_tokens` > 0,
 // at most that many new tokens (the prompt is evaluated first); the token loop stays in
 // native code. nonblocking.
 // Returns 1 when finished, 0 when it should be called again, or a negative error.
-int32_t loupe_gen_step(loupe_model * model, int32_t budget_ms, int32_t max_step_tokens);
+int32_t loupe_gen_step(loupe_ctx * ctx, int32_t budget_ms, int32_t max_step_tokens);
 
 // Asks a running loupe_gen_step to stop at the next token or graph. Thread-safe.
-void loupe_gen_abort(loupe_model * model);
+void loupe_gen_abort(loupe_ctx * ctx);
 
-// What the last loupe_gen_step produced: {text, tokens, done, stopReason, nPast,
+// What the last loupe_gen_step produced: {text, tokens, done, stopReason, nPast, nGenerated,
 // stages: {<name>: {wallUs, tokens, graphs, devices: {<dev>: {nodes, heavy, ops: {<op>: n},
 // firstHeavy}}}}}. `text` and `tokens` are the new ones since the previous call; `stages`
-// is cumulative for the generation. Owned by the handle.
-const char * loupe_gen_output(loupe_model * model);
+// is cumulative for the generation. Owned by the context.
+const char * loupe_gen_output(loupe_ctx * ctx);
 
 #ifdef __cplusplus
 }

@@ -5,7 +5,7 @@
  * @module
  */
 import { openLibrary } from "../ffi/library.ts";
-import { NativeModel, Status } from "../ffi/model.ts";
+import { type NativeContext, NativeModel, Status } from "../ffi/model.ts";
 import { NativeError } from "../ffi/util.ts";
 import { GGUFFormatError, readGGUFFile } from "./gguf.ts";
 import { LoupeError, type LoupeErrorCode } from "./errors.ts";
@@ -281,6 +281,7 @@ export class Model {
   /** The load's timeline (wall time, weights per device). */
   readonly loadTimeline: Timeline;
   #native: NativeModel;
+  #ctx: NativeContext | null;
   #options: LoadModelOptions;
   #devices: Device[];
   #queue: Promise<unknown> = Promise.resolve();
@@ -298,6 +299,7 @@ export class Model {
   ) {
     this.path = path;
     this.#native = native;
+    this.#ctx = options.vocabOnly ? null : native.defaultContext();
     this.info = info;
     this.loadTimeline = timeline;
     this.#options = options;
@@ -308,6 +310,13 @@ export class Model {
   /** Whether close() was called. */
   get closed(): boolean {
     return this.#closed;
+  }
+
+  #context(): NativeContext {
+    if (!this.#ctx) {
+      throw new LoupeError("INVALID_ARGUMENT", `Cannot generate with "${this.path}": it was loaded with vocabOnly`);
+    }
+    return this.#ctx;
   }
 
   #assertOpen(): void {
@@ -422,7 +431,7 @@ export class Model {
       const tTok = performance.now() - t0;
       if (promptTokens.length === 0) throw new LoupeError("INVALID_ARGUMENT", "Cannot generate: the prompt is empty");
       try {
-        this.#native.genBegin({
+        this.#context().genBegin({
           maxTokens,
           temperature: options.temperature ?? 0.8,
           topK: options.topK ?? 40,
@@ -438,17 +447,17 @@ export class Model {
         throw wrap(e, "Cannot generate");
       }
       const required = options.requireDevice ?? this.#options.requireDevice;
-      const onAbort = () => this.#native.genAbort();
+      const onAbort = () => this.#context().genAbort();
       options.signal?.addEventListener("abort", onAbort);
-      if (options.signal?.aborted) this.#native.genAbort();
+      if (options.signal?.aborted) this.#context().genAbort();
       let text = "";
       const tokens: number[] = [];
       let out: StepOutput;
       this.#running++;
       try {
         while (true) {
-          const done = await this.#native.genStep(step.ms, step.tokens);
-          out = this.#native.genOutput<StepOutput>();
+          const done = await this.#context().genStep(step.ms, step.tokens);
+          out = this.#context().genOutput<StepOutput>();
           text += out.text;
           tokens.push(...out.tokens);
           if (out.text && onPiece) onPiece(out.text);
@@ -456,7 +465,7 @@ export class Model {
           if (done) break;
         }
       } catch (e) {
-        this.#native.genAbort();
+        this.#context().genAbort();
         throw wrap(e, "Cannot generate");
       } finally {
         this.#running--;
@@ -478,9 +487,13 @@ export class Model {
     if (this.#closed) return;
     this.#closed = true;
     finalizer.unregister(this);
-    if (this.#running > 0) this.#native.genAbort();
+    if (this.#running > 0) this.#ctx?.genAbort();
     const native = this.#native;
-    this.#queue.then(() => native.free());
+    const ctx = this.#ctx;
+    this.#queue.then(() => {
+      ctx?.free();
+      native.free();
+    });
   }
 
   /** Closes and waits until the native memory is released. */

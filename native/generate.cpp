@@ -1,0 +1,411 @@
+// generate.cpp — contexts and the native token loop: prompt evaluation in batches, sampling,
+// stop strings, measured stages.
+
+#include "loupe_internal.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <memory>
+
+namespace loupe {
+
+namespace {
+
+bool abort_callback(void * data) {
+    return static_cast<loupe_ctx *>(data)->abort.load();
+}
+
+// ---- stop strings --------------------------------------------------------------------
+
+// Length of the longest suffix of `text` that is a proper prefix of some stop string.
+size_t partial_stop_len(const std::string & text, const std::vector<std::string> & stops) {
+    size_t best = 0;
+    for (const auto & stop : stops) {
+        for (size_t len = std::min(stop.size() - 1, text.size()); len > best; len--) {
+            if (text.compare(text.size() - len, len, stop, 0, len) == 0) {
+                best = len;
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+// Bytes at the end of `text` that form an incomplete UTF-8 sequence.
+size_t incomplete_utf8_len(const std::string & text) {
+    size_t n = text.size();
+    for (size_t back = 1; back <= 4 && back <= n; back++) {
+        unsigned char c = (unsigned char) text[n - back];
+        if ((c & 0xC0) == 0x80) {
+            continue;  // continuation byte
+        }
+        size_t need = (c & 0x80) == 0 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+        return need > back ? back : 0;
+    }
+    return 0;
+}
+
+
+void finish(loupe_ctx * c, const char * reason) {
+    c->done = true;
+    c->active = false;
+    c->stop_reason = reason;
+}
+
+// Appends a token's text and applies stop strings. Returns true when a stop string ended it.
+bool append_piece(loupe_ctx * c, const llama_vocab * vocab, llama_token tok) {
+    char buf[256];
+    int32_t n = llama_token_to_piece(vocab, tok, buf, sizeof(buf), 0, false);
+    std::string piece;
+    if (n < 0) {
+        piece.resize(-n);
+        n = llama_token_to_piece(vocab, tok, piece.data(), -n, 0, false);
+        piece.resize(std::max(n, 0));
+    } else {
+        piece.assign(buf, n);
+    }
+    size_t search_from = c->text.size();
+    c->text += piece;
+    for (const auto & stop : c->stops) {
+        size_t from = search_from >= stop.size() ? search_from - stop.size() + 1 : 0;
+        size_t pos = c->text.find(stop, from);
+        if (pos != std::string::npos) {
+            c->text.resize(pos);
+            return true;
+        }
+    }
+    return false;
+}
+
+}  // namespace
+
+loupe_ctx * make_context(loupe_model * m, const json & p, std::string & err) {
+    llama_context_params cp = llama_context_default_params();
+    int32_t n_ctx = p.value("contextSize", 0);
+    int32_t n_train = llama_model_n_ctx_train(m->model);
+    cp.n_ctx = n_ctx > 0 ? n_ctx : std::min(n_train, 4096);
+    cp.n_batch = p.value("batchSize", 512);
+    cp.n_ubatch = cp.n_batch;
+    int32_t threads = p.value("threads", 0);
+    if (threads > 0) {
+        cp.n_threads = threads;
+    }
+    int32_t threads_batch = p.value("threadsBatch", 0);
+    cp.n_threads_batch = threads_batch > 0 ? threads_batch : cp.n_threads;
+    std::string fa = p.value("flashAttn", "auto");
+    cp.flash_attn_type = fa == "on" ? LLAMA_FLASH_ATTN_TYPE_ENABLED
+                       : fa == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED
+                                     : LLAMA_FLASH_ATTN_TYPE_AUTO;
+    cp.no_perf = true;
+    auto c = std::make_unique<loupe_ctx>();
+    c->owner = m;
+    if (p.value("measure", true)) {
+        cp.cb_eval = eval_callback;
+        cp.cb_eval_user_data = static_cast<measured *>(c.get());
+    }
+    cp.abort_callback = abort_callback;
+    cp.abort_callback_data = c.get();
+    log_capture cap;
+    c->ctx = llama_init_from_model(m->model, cp);
+    if (!c->ctx) {
+        err = "cannot create a context" + (cap.lines.empty() ? "" : ": " + cap.lines);
+        return nullptr;
+    }
+    return c.release();
+}
+
+int32_t decode_tokens(loupe_ctx * c, llama_token * tokens, int32_t n, stage_stats & stage) {
+    llama_batch batch = llama_batch_get_one(tokens, n);
+    c->cur_stage = &stage;
+    int64_t t0 = now_us();
+    int32_t rc;
+    {
+        log_capture cap;
+        rc = llama_decode(c->ctx, batch);
+        if (rc != 0) {
+            c->cur_stage = nullptr;
+            if (rc == 2 || c->abort.load()) {
+                return c->set_error(LOUPE_ERR_ABORTED, "aborted");
+            }
+            return c->set_error(LOUPE_ERR_DECODE, "llama_decode failed with code " + std::to_string(rc) +
+                                                      (cap.lines.empty() ? "" : ": " + cap.lines));
+        }
+    }
+    llama_synchronize(c->ctx);
+    stage.wall_us += now_us() - t0;
+    stage.tokens += n;
+    stage.graphs += 1;
+    c->cur_stage = nullptr;
+    c->n_past += n;
+    return LOUPE_OK;
+}
+
+}  // namespace loupe
+
+using namespace loupe;
+
+loupe_ctx::~loupe_ctx() {
+    if (sampler) {
+        llama_sampler_free(sampler);
+    }
+    if (ctx) {
+        llama_free(ctx);
+    }
+}
+
+extern "C" {
+
+loupe_ctx * loupe_ctx_create(loupe_model * m, const char * params_json, char * err, int32_t err_cap) {
+    std::string msg;
+    try {
+        if (!m || !m->model) {
+            msg = "model is not loaded";
+        } else {
+            json p = json::parse(params_json ? params_json : "{}");
+            loupe_ctx * c = make_context(m, p, msg);
+            if (c) {
+                return c;
+            }
+        }
+    } catch (const std::exception & e) {
+        msg = e.what();
+    }
+    fail(LOUPE_ERR_LOAD, msg);
+    if (err && err_cap > 0) {
+        size_t n = std::min<size_t>(msg.size(), (size_t) err_cap - 1);
+        std::memcpy(err, msg.data(), n);
+        err[n] = '\0';
+    }
+    return nullptr;
+}
+
+void loupe_ctx_free(loupe_ctx * c) {
+    if (c && c->owner && c->owner->default_ctx == c) {
+        return;  // owned by its model
+    }
+    delete c;
+}
+
+const char * loupe_ctx_error(const loupe_ctx * c) {
+    return c ? c->error.c_str() : "context is NULL";
+}
+
+int32_t loupe_gen_begin(loupe_ctx * c, const char * params_json, const int32_t * tokens, int32_t n_tokens) {
+    if (!c || !c->ctx) {
+        return fail(LOUPE_ERR_STATE, "context is NULL");
+    }
+    if (n_tokens <= 0 || !tokens) {
+        return c->set_error(LOUPE_ERR_INVALID, "the prompt is empty");
+    }
+    return guarded(c, [&]() -> int32_t {
+        json p = json::parse(params_json ? params_json : "{}");
+        int32_t n_ctx = (int32_t) llama_n_ctx(c->ctx);
+        if (n_tokens + 1 > n_ctx) {
+            return c->set_error(LOUPE_ERR_CONTEXT, "the prompt has " + std::to_string(n_tokens) +
+                                                       " tokens but the context holds " + std::to_string(n_ctx) +
+                                                       " (including one token to generate)");
+        }
+        int32_t n_vocab = llama_vocab_n_tokens(c->owner->vocab);
+        for (int32_t i = 0; i < n_tokens; i++) {
+            if (tokens[i] < 0 || tokens[i] >= n_vocab) {
+                return c->set_error(LOUPE_ERR_INVALID, "prompt token " + std::to_string(tokens[i]) + " is out of range");
+            }
+        }
+        if (c->sampler) {
+            llama_sampler_free(c->sampler);
+            c->sampler = nullptr;
+        }
+        llama_sampler_chain_params sp = llama_sampler_chain_default_params();
+        sp.no_perf = true;
+        c->sampler = llama_sampler_chain_init(sp);
+        float temp = p.value("temperature", 0.8f);
+        float repeat_penalty = p.value("repeatPenalty", 1.0f);
+        if (repeat_penalty != 1.0f) {
+            llama_sampler_chain_add(c->sampler,
+                                    llama_sampler_init_penalties(llama_vocab_n_tokens(c->owner->vocab), p.value("repeatLastN", 64), repeat_penalty, 0.0f, 0.0f));
+        }
+        if (temp <= 0.0f) {
+            llama_sampler_chain_add(c->sampler, llama_sampler_init_greedy());
+        } else {
+            int32_t top_k = p.value("topK", 40);
+            float top_p = p.value("topP", 0.95f);
+            float min_p = p.value("minP", 0.05f);
+            if (top_k > 0) {
+                llama_sampler_chain_add(c->sampler, llama_sampler_init_top_k(top_k));
+            }
+            if (top_p < 1.0f) {
+                llama_sampler_chain_add(c->sampler, llama_sampler_init_top_p(top_p, 1));
+            }
+            if (min_p > 0.0f) {
+                llama_sampler_chain_add(c->sampler, llama_sampler_init_min_p(min_p, 1));
+            }
+            llama_sampler_chain_add(c->sampler, llama_sampler_init_temp(temp));
+            llama_sampler_chain_add(c->sampler, llama_sampler_init_dist(p.value("seed", (uint32_t) LLAMA_DEFAULT_SEED)));
+        }
+        c->stops.clear();
+        if (p.contains("stop") && p["stop"].is_array()) {
+            for (const auto & s : p["stop"]) {
+                std::string stop = s.get<std::string>();
+                if (!stop.empty()) {
+                    c->stops.push_back(stop);
+                }
+            }
+        }
+        c->max_tokens = p.value("maxTokens", 256);
+        c->ignore_eos = p.value("ignoreEos", false);
+        c->prompt.assign(tokens, tokens + n_tokens);
+        c->prompt_done = 0;
+        c->n_generated = 0;
+        c->n_past = 0;
+        c->pending = -1;
+        c->text.clear();
+        c->emitted = 0;
+        c->new_tokens.clear();
+        c->stages.clear();
+        c->stop_reason.clear();
+        c->done = false;
+        c->active = true;
+        c->abort.store(false);
+        llama_memory_clear(llama_get_memory(c->ctx), true);
+        return LOUPE_OK;
+    });
+}
+
+int32_t loupe_gen_step(loupe_ctx * c, int32_t budget_ms, int32_t max_step_tokens) {
+    if (!c || !c->ctx) {
+        return fail(LOUPE_ERR_STATE, "context is NULL");
+    }
+    return guarded(c, [&]() -> int32_t {
+        if (c->done) {
+            return 1;
+        }
+        if (!c->active) {
+            return c->set_error(LOUPE_ERR_STATE, "no generation was begun");
+        }
+        const int64_t deadline = now_us() + (int64_t) std::max(budget_ms, 0) * 1000;
+        const int32_t n_ctx = (int32_t) llama_n_ctx(c->ctx);
+        const int32_t n_batch = (int32_t) llama_n_batch(c->ctx);
+
+        // prompt evaluation, in batches
+        stage_stats & prompt_stage = c->stages["prompt"];
+        while (c->prompt_done < c->prompt.size()) {
+            if (c->abort.load()) {
+                finish(c, "aborted");
+                return 1;
+            }
+            int32_t n = (int32_t) std::min<size_t>(n_batch, c->prompt.size() - c->prompt_done);
+            int32_t rc = decode_tokens(c, c->prompt.data() + c->prompt_done, n, prompt_stage);
+            if (rc == LOUPE_ERR_ABORTED) {
+                finish(c, "aborted");
+                return 1;
+            }
+            if (rc != LOUPE_OK) {
+                c->active = false;
+                return rc;
+            }
+            c->prompt_done += n;
+            if (c->prompt_done < c->prompt.size() && now_us() > deadline) {
+                return 0;
+            }
+        }
+
+        int32_t step_tokens = 0;
+        stage_stats & gen_stage = c->stages["generation"];
+        stage_stats & sample_stage = c->stages["sampling"];
+        while (true) {
+            if (c->pending >= 0) {
+                // decode the token sampled last time, unless the context is full
+                if (c->n_past >= n_ctx) {
+                    finish(c, "contextFull");
+                    break;
+                }
+                llama_token tok = c->pending;
+                int32_t rc = decode_tokens(c, &tok, 1, gen_stage);
+                if (rc == LOUPE_ERR_ABORTED) {
+                    finish(c, "aborted");
+                    break;
+                }
+                if (rc != LOUPE_OK) {
+                    c->active = false;
+                    return rc;
+                }
+                c->pending = -1;
+            }
+            if (c->abort.load()) {
+                finish(c, "aborted");
+                break;
+            }
+            if (c->n_generated >= c->max_tokens) {
+                finish(c, "maxTokens");
+                break;
+            }
+            int64_t t0 = now_us();
+            llama_token tok = llama_sampler_sample(c->sampler, c->ctx, -1);
+            sample_stage.wall_us += now_us() - t0;
+            sample_stage.tokens += 1;
+            if (!c->ignore_eos && llama_vocab_is_eog(c->owner->vocab, tok)) {
+                finish(c, "eos");
+                break;
+            }
+            c->n_generated++;
+            c->new_tokens.push_back(tok);
+            if (append_piece(c, c->owner->vocab, tok)) {
+                finish(c, "stop");
+                break;
+            }
+            c->pending = tok;
+            if (c->n_generated >= c->max_tokens) {
+                finish(c, "maxTokens");
+                break;
+            }
+            if (now_us() > deadline || (max_step_tokens > 0 && ++step_tokens >= max_step_tokens)) {
+                return 0;
+            }
+        }
+        return 1;
+    });
+}
+
+void loupe_gen_abort(loupe_ctx * c) {
+    if (c) {
+        c->abort.store(true);
+    }
+}
+
+const char * loupe_gen_output(loupe_ctx * c) {
+    if (!c) {
+        fail(LOUPE_ERR_INVALID, "context is NULL");
+        return nullptr;
+    }
+    try {
+        // hold back a possible start of a stop string and an unfinished UTF-8 sequence
+        size_t end = c->text.size();
+        if (!c->done) {
+            std::string rest = c->text.substr(c->emitted);
+            size_t hold = std::max(partial_stop_len(rest, c->stops), incomplete_utf8_len(rest));
+            end -= std::min(hold, rest.size());
+        }
+        std::string piece = c->text.substr(c->emitted, end - c->emitted);
+        c->emitted = end;
+        json stages = json::object();
+        for (const auto & [name, s] : c->stages) {
+            stages[name] = stage_json(s, c->devices);
+        }
+        json out = { { "text", piece },
+                     { "tokens", c->new_tokens },
+                     { "done", c->done },
+                     { "stopReason", c->done ? json(c->stop_reason) : json(nullptr) },
+                     { "nPast", c->n_past },
+                     { "nGenerated", c->n_generated },
+                     { "stages", stages } };
+        c->new_tokens.clear();
+        c->output = out.dump(-1, ' ', false, json::error_handler_t::replace);
+        return c->output.c_str();
+    } catch (const std::exception & e) {
+        fail(LOUPE_ERR_INTERNAL, e.what());
+        return nullptr;
+    }
+}
+
+}  // extern "C"

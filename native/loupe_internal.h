@@ -1,0 +1,158 @@
+// loupe_internal.h — shared by libloupe's C++ files; not part of the C ABI.
+#pragma once
+
+#include "loupe.h"
+
+#include "ggml-backend.h"
+#include "ggml.h"
+#include "llama.h"
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+using json = nlohmann::ordered_json;
+
+// Declared in the engine's src/llama-ext.h (exported by libllama, not part of llama.h).
+struct llama_memory_breakdown_data {
+    size_t model   = 0;
+    size_t context = 0;
+    size_t compute = 0;
+};
+using llama_memory_breakdown = std::map<ggml_backend_buffer_type_t, llama_memory_breakdown_data>;
+LLAMA_API llama_memory_breakdown llama_get_memory_breakdown(const struct llama_context * ctx);
+LLAMA_API int32_t llama_model_n_devices(const struct llama_model * model);
+LLAMA_API ggml_backend_dev_t llama_model_get_device(const struct llama_model * model, int i);
+
+namespace loupe {
+
+// Sets this thread's last error and returns `code`.
+int32_t fail(int32_t code, std::string msg);
+
+// A malloc'd copy, to be released with loupe_string_free.
+char * dup_string(const std::string & s);
+
+int64_t now_us();
+
+// Collects the engine's warning and error lines while in scope (for error messages).
+struct log_capture {
+    std::string lines;
+    std::string * prev;
+    log_capture();
+    ~log_capture();
+};
+
+// ---- graph measuring -------------------------------------------------------------------
+
+bool is_heavy(enum ggml_op op);
+
+// Counts per device and op for one stage.
+struct stage_stats {
+    int64_t wall_us = 0;
+    int64_t tokens  = 0;
+    int64_t graphs  = 0;
+    std::vector<std::vector<int64_t>> ops;  // device index -> op -> count
+    std::vector<std::string> first_heavy;
+
+    void count(int dev, enum ggml_op op, const char * tensor_name);
+};
+
+// Maps buffer types to device names; index 0 is the host (CPU).
+struct device_table {
+    std::vector<std::string> names{ "CPU" };
+    std::unordered_map<ggml_backend_buffer_type_t, int> by_buft;
+
+    int index_of(ggml_backend_buffer_t buf);
+};
+
+json stage_json(const stage_stats & s, const device_table & devs);
+
+// What a graph measurement is attached to: the eval callback counts into `cur_stage`.
+struct measured {
+    device_table devices;
+    stage_stats * cur_stage = nullptr;
+};
+
+// ggml_backend_sched_eval_callback: counts every node into the `measured` user data.
+bool eval_callback(struct ggml_tensor * t, bool ask, void * user_data);
+
+// Something that records errors: sets its own message and the thread's.
+struct error_holder {
+    std::string error;
+    int32_t set_error(int32_t code, const std::string & msg) {
+        error = msg;
+        return fail(code, msg);
+    }
+};
+
+// Runs `f`, turning C++ exceptions into LOUPE_ERR_INTERNAL on `h` (may be null).
+template <typename F>
+int32_t guarded(error_holder * h, F && f) {
+    try {
+        return f();
+    } catch (const std::exception & e) {
+        return h ? h->set_error(LOUPE_ERR_INTERNAL, e.what()) : fail(LOUPE_ERR_INTERNAL, e.what());
+    } catch (...) {
+        return h ? h->set_error(LOUPE_ERR_INTERNAL, "unknown exception") : fail(LOUPE_ERR_INTERNAL, "unknown exception");
+    }
+}
+
+}  // namespace loupe
+
+// ---- handles -----------------------------------------------------------------------------
+
+struct loupe_ctx : loupe::error_holder, loupe::measured {
+    loupe_model * owner = nullptr;
+    llama_context * ctx = nullptr;
+    std::map<std::string, loupe::stage_stats> stages;
+    std::atomic<bool> abort{ false };
+    int32_t n_past = 0;
+
+    // generation state
+    llama_sampler * sampler = nullptr;
+    std::vector<llama_token> prompt;
+    size_t prompt_done = 0;
+    bool active = false;
+    bool done = false;
+    std::string stop_reason;
+    int32_t max_tokens = 0;
+    int32_t n_generated = 0;
+    bool ignore_eos = false;
+    llama_token pending = -1;  // sampled but not yet decoded
+    std::vector<std::string> stops;
+    std::string text;          // generated text so far (stop strings removed)
+    size_t emitted = 0;        // bytes of `text` already reported
+    std::vector<llama_token> new_tokens;
+    std::string output;
+
+    ~loupe_ctx();
+};
+
+struct loupe_model : loupe::error_holder {
+    json params;
+    llama_model * model = nullptr;
+    const llama_vocab * vocab = nullptr;
+    loupe_ctx * default_ctx = nullptr;  // owned
+    std::atomic<float> progress{ 0.0f };
+    std::atomic<bool> cancel{ false };
+    std::string info;
+    int64_t load_us = 0;
+
+    ~loupe_model();
+};
+
+namespace loupe {
+
+// Creates a context on a loaded model from JSON parameters (see loupe_ctx_create).
+// Returns nullptr with the reason in `err`.
+loupe_ctx * make_context(loupe_model * m, const json & p, std::string & err);
+
+// Decodes `n` tokens at the context's current position, measuring into `stage`.
+int32_t decode_tokens(loupe_ctx * c, llama_token * tokens, int32_t n, stage_stats & stage);
+
+}  // namespace loupe
