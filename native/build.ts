@@ -21,7 +21,7 @@ export interface BuildResult {
   /** Path of libloupe.so. */
   library: string;
   /** Reference tools built from the same source against the same engine. */
-  tools: { completion: string; bench: string };
+  tools: { completion: string; bench: string; embedding: string; mtmd: string };
 }
 
 /** Options of {@linkcode ensureBuild}. */
@@ -293,12 +293,24 @@ async function engineLibraries(engineDir: string): Promise<string[]> {
   ];
 }
 
+/** llama.cpp tools built as test oracles, with their sources (relative to the source root). */
+const REFERENCE_TOOLS: Record<string, string[]> = {
+  "llama-completion": ["tools/completion/main.cpp", "tools/completion/completion.cpp"],
+  "llama-bench": ["tools/llama-bench/main.cpp", "tools/llama-bench/llama-bench.cpp"],
+  "llama-embedding": ["examples/embedding/embedding.cpp"],
+};
+
 /** The C++ sources of mtmd compiled into libloupe (the library part of tools/mtmd). */
 async function mtmdSources(sourceDir: string): Promise<string[]> {
   const cmake = await Deno.readTextFile(join(sourceDir, "tools", "mtmd", "CMakeLists.txt"));
   const block = cmake.match(/add_library\(mtmd\s+([\s\S]*?)\)/);
   if (!block) throw new Error("Cannot find the mtmd library sources in tools/mtmd/CMakeLists.txt");
-  return block[1].split(/\s+/).filter((f) => f.endsWith(".cpp")).map((f) => join(sourceDir, "tools", "mtmd", f));
+  const own = block[1].split(/\s+/).filter((f) => f.endsWith(".cpp")).map((f) => join(sourceDir, "tools", "mtmd", f));
+  // mtmd links vendor::hash (a static library in llama.cpp's build).
+  const hash = ["hash.cpp", "xxhash/xxhash.c", "sha1/sha1.c", "sha256/sha256.c"].map((f) =>
+    join(sourceDir, "vendor", "hash", f)
+  );
+  return [...own, ...hash];
 }
 
 /**
@@ -330,10 +342,11 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
   }
   ownSources.sort();
   const cflags = ["-O2", "-fPIC", "-std=c++17", "-DLLAMA_SHARED", "-DLLAMA_BUILD", "-DNDEBUG"];
-  const includes = ["include", "ggml/include", "vendor", "tools/mtmd", "common", "tools/completion"]
+  const includes = ["include", "ggml/include", "vendor", "vendor/hash", "tools/mtmd", "common", "tools/completion"]
     .map((d) => `-I${join(sourceDir, d)}`);
   let fingerprint = [variant, engineDir, LLAMA_CPP_COMMIT, cflags.join(" "), libs.join(" ")].join("\n");
   for (const f of ownSources) fingerprint += await Deno.readTextFile(f);
+  fingerprint += JSON.stringify(REFERENCE_TOOLS);
   const key = (await hashText(fingerprint)).slice(0, 16);
   const outDir = join(cacheDir(), "build", `${variant}-${key}`);
   const result: BuildResult = {
@@ -341,7 +354,12 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
     engineDir,
     sourceDir,
     library: join(outDir, "libloupe.so"),
-    tools: { completion: join(outDir, "llama-completion"), bench: join(outDir, "llama-bench") },
+    tools: {
+      completion: join(outDir, "llama-completion"),
+      bench: join(outDir, "llama-bench"),
+      embedding: join(outDir, "llama-embedding"),
+      mtmd: join(outDir, "llama-mtmd-cli"),
+    },
   };
   const marker = join(outDir, ".loupe-ok");
   if (await exists(marker)) return result;
@@ -350,24 +368,27 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
     await Deno.mkdir(outDir, { recursive: true });
     const cores = navigator.hardwareConcurrency || 2;
     // mtmd objects depend only on the source, so they are shared between variants.
-    const objDir = join(cacheDir(), "build", `mtmd-${LLAMA_CPP_COMMIT.slice(0, 12)}`);
+    const objDir = join(cacheDir(), "build", `mtmd-${LLAMA_CPP_COMMIT.slice(0, 12)}-3`);
     await Deno.mkdir(objDir, { recursive: true });
     const mtmd = await mtmdSources(sourceDir);
     const objects: string[] = [];
     const jobs: Array<() => Promise<unknown>> = [];
     let done = 0;
     const ownCpp = ownSources.filter((f) => f.endsWith(".cpp"));
-    const total = mtmd.length + ownCpp.length + 2;
+    const total = mtmd.length + ownCpp.length + Object.keys(REFERENCE_TOOLS).length + 1;
     const step = (what: string) => log(verbose, `compiling (${++done}/${total}) ${what}`);
     for (const src of mtmd) {
-      const obj = join(objDir, src.slice(join(sourceDir, "tools", "mtmd").length + 1).replaceAll("/", "_") + ".o");
+      const obj = join(objDir, src.slice(sourceDir.length + 1).replaceAll("/", "_") + ".o");
       objects.push(obj);
       if (await exists(obj)) {
         done++;
         continue;
       }
       jobs.push(async () => {
-        await run("g++", [...cflags, "-Wno-cast-qual", ...includes, "-c", src, "-o", obj + ".tmp"]);
+        // vendor/hash: its C files are C, except sha1.c, which llama.cpp compiles as C++.
+        const asC = src.endsWith(".c") && !src.endsWith("sha1.c");
+        const cc = asC ? ["gcc", "-O2", "-fPIC", "-DNDEBUG"] : ["g++", ...cflags, "-Wno-cast-qual", "-x", "c++"];
+        await run(cc[0], [...cc.slice(1), ...includes, "-c", src, "-o", obj + ".tmp"]);
         await Deno.rename(obj + ".tmp", obj);
         step(src.slice(sourceDir.length + 1));
       });
@@ -380,28 +401,28 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
         step(`native/${src.slice(NATIVE_DIR.length + 1)}`);
       })
     );
-    jobs.push(async () => {
-      const dir = join(sourceDir, "tools", "completion");
-      await run("g++", [
-        ...cflags,
-        ...includes,
-        join(dir, "main.cpp"),
-        join(dir, "completion.cpp"),
-        "-o",
-        result.tools.completion,
-        ...link,
-      ]);
-      step("llama-completion (reference)");
-    });
-    jobs.push(async () => {
-      const dir = join(sourceDir, "tools", "llama-bench");
-      const srcs = [];
-      for await (const e of Deno.readDir(dir)) if (e.name.endsWith(".cpp")) srcs.push(join(dir, e.name));
-      await run("g++", [...cflags, ...includes, ...srcs, "-o", result.tools.bench, ...link]);
-      step("llama-bench (reference)");
-    });
+    // Reference tools that need only the engine (and llama-common).
+    for (const [name, srcs] of Object.entries(REFERENCE_TOOLS)) {
+      jobs.push(async () => {
+        const files = srcs.map((f) => join(sourceDir, f));
+        await run("g++", [...cflags, ...includes, ...files, "-o", join(outDir, name), ...link]);
+        step(`${name} (reference)`);
+      });
+    }
     await runAll(jobs, cores);
-    await run("g++", ["-shared", "-o", result.library, ...ownObjects, ...objects, ...link]);
+    await run("g++", ["-shared", "-Wl,--no-undefined", "-o", result.library, ...ownObjects, ...objects, ...link]);
+    // llama.cpp's multimodal CLI links mtmd, which lives in libloupe.
+    await run("g++", [
+      ...cflags,
+      ...includes,
+      join(sourceDir, "tools", "mtmd", "mtmd-cli.cpp"),
+      "-o",
+      result.tools.mtmd,
+      result.library,
+      `-Wl,-rpath,${outDir}`,
+      ...link,
+    ]);
+    step("llama-mtmd-cli (reference)");
     await Deno.writeTextFile(marker, fingerprint);
     log(verbose, `built ${result.library}`);
     return result;

@@ -67,6 +67,7 @@ export const SOURCE_SUBSET = [
   "src",
   "tools/CMakeLists.txt",
   "tools/completion",
+  "examples/embedding",
   "tools/llama-bench",
   "tools/mtmd",
   "vendor",
