@@ -30,5 +30,83 @@ export {
   TextStream,
   type TokenizeOptions,
 } from "./src/model.ts";
-export { type DeviceMemory, type DevicePlacement, type Stage, Timeline } from "./src/timeline.ts";
+export { type DeviceMemory, type DevicePlacement, type Stage, Timeline, type TimelineEvent } from "./src/timeline.ts";
 export { fixtureModel, type FixtureName } from "./src/fixtures.ts";
+export {
+  type CallInfo,
+  cosine,
+  type EmbedderInfo,
+  Embedder,
+  type Embeddings,
+  type EmbedOptions,
+  loadEmbedder,
+  type LoadEmbedderOptions,
+  type Normalize,
+  type Pooling,
+  type RerankOptions,
+  type RerankScores,
+  type TokenEmbeddings,
+} from "./src/embed.ts";
+export { embedFixture, type EmbedFixtureName } from "./src/fixtures_embed.ts";
+export {
+  attachDisplay,
+  bundleOf,
+  type Column,
+  compare,
+  Comparison,
+  comparisonFigure,
+  cosineSimilarity,
+  deviceColor,
+  DISPLAY,
+  display,
+  type Displayable,
+  displayOptions,
+  type DisplayOptions,
+  heatmapFigure,
+  htmlPage,
+  htmlTable,
+  memoryFigure,
+  type MimeBundle,
+  type PlotlyFigure,
+  richBundle,
+  type Run,
+  type RunsInput,
+  setDisplayOptions,
+  similarityMap,
+  textTable,
+  timelineFigure,
+  type TimelineLike,
+  type View,
+} from "./src/display.ts";
+export {
+  Progress,
+  type ProgressMode,
+  type ProgressOptions,
+  showStream,
+  type ShowStreamOptions,
+} from "./src/progress.ts";
+export type { KernelApi } from "./src/jupyter.ts";
+export {
+  type ContextShift,
+  loadSession,
+  type LoadSessionOptions,
+  Session,
+  type SessionOptions,
+  type SessionResult,
+} from "./src/session.ts";
+export {
+  type ContentPart,
+  type ImageInput,
+  type ImagePart,
+  mixedPlacement,
+  type ProbeOptions,
+  probeVisionDevice,
+  type ProbeVerdict,
+  Projector,
+  type ProjectorInfo,
+  type ProjectorOptions,
+  type RawImage,
+  type VisionMessage,
+  type VisionResult,
+} from "./src/vision.ts";
+export { fixtureProjector, makeProjector, type ProjectorName } from "./src/fixtures_vision.ts";

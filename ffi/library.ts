@@ -7,7 +7,8 @@
  *
  * @module
  */
-import { type BuildResult, ensureBuild } from "../native/build.ts";
+import type { BuildResult } from "../native/build.ts";
+import { ensureBuildWithProgress } from "../src/progress.ts";
 import { symbols } from "./symbols.ts";
 import { cstr, type NativeApi, takeJson } from "./util.ts";
 
@@ -52,7 +53,7 @@ async function open(): Promise<LoadedLibrary> {
     if (!engineDir) throw new Error("LOUPE_LIB is set but LOUPE_ENGINE_DIR is not: name the engine directory too");
     build = { variant: "cpu", engineDir, library: explicit };
   } else {
-    build = await ensureBuild();
+    build = await ensureBuildWithProgress(); // a progress bar in a notebook, one line in a terminal
   }
   let lib: Deno.DynamicLibrary<typeof symbols>;
   try {

@@ -22,6 +22,8 @@ export const Status = {
 export class NativeModel {
   #api: NativeApi;
   #ptr: Deno.PointerObject | null;
+  /** Contexts made by createContext: freed before the model, whoever forgot them. */
+  #contexts = new Set<NativeContext>();
 
   /** Creates the handle from load parameters (sent as JSON). */
   constructor(api: NativeApi, params: Record<string, unknown>) {
@@ -34,6 +36,11 @@ export class NativeModel {
   #handle(): Deno.PointerObject {
     if (this.#ptr === null) throw new NativeError(Status.STATE, "the native model was freed");
     return this.#ptr;
+  }
+
+  /** The raw handle, for other ffi/ wrappers that take a `loupe_model *` (throws once freed). */
+  pointer(): Deno.PointerObject {
+    return this.#handle();
   }
 
   #check(rc: number): number {
@@ -114,7 +121,8 @@ export class NativeModel {
   ): string {
     const ptr = this.#api.loupe_chat_apply(
       this.#handle(),
-      cstr(JSON.stringify(messages)),
+      // lone surrogates become U+FFFD, as TextEncoder does for prompts (the native JSON parser refuses them)
+      cstr(JSON.stringify(messages.map((m) => ({ role: m.role.toWellFormed(), content: m.content.toWellFormed() })))),
       template === undefined ? null : cstr(template),
       addAssistant ? 1 : 0,
     );
@@ -133,12 +141,17 @@ export class NativeModel {
     const err = new Uint8Array(1024);
     const ptr = await this.#api.loupe_ctx_create(this.#handle(), cstr(JSON.stringify(params)), err, err.length);
     if (ptr === null) throw new NativeError(Status.LOAD, new TextDecoder().decode(err.subarray(0, err.indexOf(0))));
-    return new NativeContext(this.#api, ptr, true);
+    const ctx = new NativeContext(this.#api, ptr, true);
+    for (const c of this.#contexts) if (c.freed) this.#contexts.delete(c);
+    this.#contexts.add(ctx);
+    return ctx;
   }
 
-  /** Frees the handle; later calls throw. Idempotent. */
+  /** Frees the handle (after the contexts it made, which must not outlive it); later calls throw. Idempotent. */
   free(): void {
     if (this.#ptr !== null) {
+      for (const c of this.#contexts) c.free();
+      this.#contexts.clear();
       this.#api.loupe_model_free(this.#ptr);
       this.#ptr = null;
     }
@@ -166,6 +179,16 @@ export class NativeContext {
   #handle(): Deno.PointerObject {
     if (this.#ptr === null) throw new NativeError(Status.STATE, "the native context was freed");
     return this.#ptr;
+  }
+
+  /** The raw handle, for other ffi/ wrappers that take a `loupe_ctx *` (throws once freed). */
+  pointer(): Deno.PointerObject {
+    return this.#handle();
+  }
+
+  /** Whether free() has run. */
+  get freed(): boolean {
+    return this.#ptr === null;
   }
 
   #check(rc: number): number {

@@ -5,8 +5,14 @@
  *
  * @module
  */
+import { embedSymbols } from "./symbols_embed.ts";
+import { sessionSymbols } from "./symbols_session.ts";
+import { visionSymbols } from "./symbols_vision.ts";
 
 export const symbols = {
+  ...embedSymbols,
+  ...sessionSymbols,
+  ...visionSymbols,
   // int32_t loupe_abi_version(void)
   loupe_abi_version: { parameters: [], result: "i32" },
   // const char * loupe_last_error(void)

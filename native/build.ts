@@ -34,6 +34,18 @@ export interface BuildOptions {
   vulkan?: boolean;
   /** Prints progress lines to stderr (default true). */
   verbose?: boolean;
+  /** Receives each step (download, unpack, compile, link, done) instead of the stderr lines. */
+  onProgress?: (step: BuildProgress) => void;
+}
+
+/** One step of fetching and building, for progress displays. */
+export interface BuildProgress {
+  /** What kind of step. */
+  phase: "download" | "unpack" | "compile" | "link" | "done";
+  /** What is happening, e.g. "compiling (3/20) tools/mtmd/clip.cpp". */
+  message: string;
+  /** Fraction done in [0, 1] (of the compile phase), or null when unknown. */
+  fraction: number | null;
 }
 
 const NATIVE_DIR = dirname(new URL(import.meta.url).pathname);
@@ -50,6 +62,12 @@ export function cacheDir(): string {
 
 function log(verbose: boolean, msg: string) {
   if (verbose) console.error(`loupe: ${msg}`);
+}
+
+/** Hands a step to `onProgress`, or prints it when there is none. */
+function report(verbose: boolean, onProgress: BuildOptions["onProgress"], step: BuildProgress) {
+  if (onProgress) onProgress(step);
+  else log(verbose, step.message);
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -139,7 +157,11 @@ async function withLock<T>(lockPath: string, fn: () => Promise<T>): Promise<T> {
 }
 
 /** Downloads a pinned npm tarball with `npm pack`, checks its integrity and unpacks it. Returns the unpacked `package/` dir. */
-export async function fetchPackage(pkg: PinnedPackage, verbose = true): Promise<string> {
+export async function fetchPackage(
+  pkg: PinnedPackage,
+  verbose = true,
+  onProgress?: BuildOptions["onProgress"],
+): Promise<string> {
   const root = join(cacheDir(), "packages", `${pkg.name.replace("/", "+")}@${pkg.version}`);
   const marker = join(root, ".integrity");
   if (await exists(marker) && (await Deno.readTextFile(marker)) === pkg.integrity) {
@@ -151,7 +173,11 @@ export async function fetchPackage(pkg: PinnedPackage, verbose = true): Promise<
     }
     await Deno.remove(root, { recursive: true }).catch(() => {});
     await Deno.mkdir(root, { recursive: true });
-    log(verbose, `downloading ${pkg.name}@${pkg.version}`);
+    report(verbose, onProgress, {
+      phase: "download",
+      message: `downloading ${pkg.name}@${pkg.version}`,
+      fraction: null,
+    });
     const out = await run("npm", ["pack", `${pkg.name}@${pkg.version}`, "--pack-destination", root, "--silent"]);
     const tgz = join(root, out.trim().split("\n").pop()!.trim());
     const actual = "sha512-" + await sha512Base64(tgz);
@@ -166,17 +192,17 @@ export async function fetchPackage(pkg: PinnedPackage, verbose = true): Promise<
 }
 
 /** The pinned llama.cpp source tree (cloned from the bundle inside node-llama-cpp). `LOUPE_SRC_DIR` overrides it. */
-export async function ensureSource(verbose = true): Promise<string> {
+export async function ensureSource(verbose = true, onProgress?: BuildOptions["onProgress"]): Promise<string> {
   const explicit = Deno.env.get("LOUPE_SRC_DIR");
   if (explicit) return explicit;
   const dir = join(cacheDir(), "src", `llama.cpp-${LLAMA_CPP_COMMIT.slice(0, 12)}`);
   const marker = join(dir, ".loupe-ok");
   if (await exists(marker)) return dir;
-  const pkgDir = await fetchPackage(SOURCE_PACKAGE, verbose);
+  const pkgDir = await fetchPackage(SOURCE_PACKAGE, verbose, onProgress);
   return await withLock(dir + ".lock", async () => {
     if (await exists(marker)) return dir;
     await Deno.remove(dir, { recursive: true }).catch(() => {});
-    log(verbose, "unpacking the llama.cpp source");
+    report(verbose, onProgress, { phase: "unpack", message: "unpacking the llama.cpp source", fraction: null });
     await run("git", ["clone", "--quiet", join(pkgDir, "llama", "gitRelease.bundle"), dir]);
     const head = (await run("git", ["-C", dir, "rev-parse", "HEAD"])).trim();
     if (head !== LLAMA_CPP_COMMIT) throw new Error(`The source bundle is at ${head}, expected ${LLAMA_CPP_COMMIT}`);
@@ -229,12 +255,13 @@ async function buildFromSource(sourceDir: string, opts: BuildOptions, verbose: b
   if (await exists(marker)) return join(buildDir, "bin");
   return await withLock(buildDir + ".lock", async () => {
     if (await exists(marker)) return join(buildDir, "bin");
-    log(
-      verbose,
-      `building llama.cpp from source (${opts.cuda ? "CUDA " : ""}${
+    report(verbose, opts.onProgress, {
+      phase: "compile",
+      message: `building llama.cpp from source (${opts.cuda ? "CUDA " : ""}${
         opts.vulkan ? "Vulkan " : ""
       }CPU); this takes a while`,
-    );
+      fraction: null,
+    });
     await run("cmake", ["-S", sourceDir, "-B", buildDir, ...flags]);
     const targets = ["llama", "llama-common", "ggml-cpu"];
     if (opts.cuda) targets.push("ggml-cuda");
@@ -320,7 +347,7 @@ async function mtmdSources(sourceDir: string): Promise<string[]> {
 export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult> {
   const verbose = opts.verbose ?? true;
   const variant = opts.variant ?? await detectVariant();
-  const sourceDir = await ensureSource(verbose);
+  const sourceDir = await ensureSource(verbose, opts.onProgress);
   let engineDir: string;
   if (variant === "source") {
     // The backends of a from-source build are remembered, so a later load finds the same build.
@@ -332,7 +359,7 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
     engineDir = await buildFromSource(sourceDir, { ...opts, ...backends }, verbose);
     await Deno.writeTextFile(choice, JSON.stringify(backends));
   } else {
-    const pkgDir = await fetchPackage(PREBUILT_PACKAGES[variant], verbose);
+    const pkgDir = await fetchPackage(PREBUILT_PACKAGES[variant], verbose, opts.onProgress);
     engineDir = await findEngineDir(pkgDir, variant === "cuda12");
   }
   const libs = await engineLibraries(engineDir);
@@ -376,7 +403,12 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
     let done = 0;
     const ownCpp = ownSources.filter((f) => f.endsWith(".cpp"));
     const total = mtmd.length + ownCpp.length + Object.keys(REFERENCE_TOOLS).length + 1;
-    const step = (what: string) => log(verbose, `compiling (${++done}/${total}) ${what}`);
+    const step = (what: string) =>
+      report(verbose, opts.onProgress, {
+        phase: "compile",
+        message: `compiling (${++done}/${total}) ${what}`,
+        fraction: done / total,
+      });
     for (const src of mtmd) {
       const obj = join(objDir, src.slice(sourceDir.length + 1).replaceAll("/", "_") + ".o");
       objects.push(obj);
@@ -410,6 +442,7 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
       });
     }
     await runAll(jobs, cores);
+    report(verbose, opts.onProgress, { phase: "link", message: "linking libloupe", fraction: null });
     await run("g++", ["-shared", "-Wl,--no-undefined", "-o", result.library, ...ownObjects, ...objects, ...link]);
     // llama.cpp's multimodal CLI links mtmd, which lives in libloupe.
     await run("g++", [
@@ -424,7 +457,7 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
     ]);
     step("llama-mtmd-cli (reference)");
     await Deno.writeTextFile(marker, fingerprint);
-    log(verbose, `built ${result.library}`);
+    report(verbose, opts.onProgress, { phase: "done", message: `built ${result.library}`, fraction: 1 });
     return result;
   });
 }

@@ -112,6 +112,7 @@ loupe_ctx * make_context(loupe_model * m, const json & p, std::string & err) {
         err = "cannot create a context" + (cap.lines.empty() ? "" : ": " + cap.lines);
         return nullptr;
     }
+    c->threads.attach(c->ctx, llama_n_threads(c->ctx), llama_n_threads_batch(c->ctx));
     return c.release();
 }
 
@@ -138,7 +139,69 @@ int32_t decode_tokens(loupe_ctx * c, llama_token * tokens, int32_t n, stage_stat
     stage.graphs += 1;
     c->cur_stage = nullptr;
     c->n_past += n;
+    c->history.insert(c->history.end(), tokens, tokens + n);
+    c->shift_unsettled = false;  // a decode applies a pending K-rotation first
     return LOUPE_OK;
+}
+
+void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int32_t n_tokens) {
+    if (c->sampler) {
+        llama_sampler_free(c->sampler);
+        c->sampler = nullptr;
+    }
+    llama_sampler_chain_params sp = llama_sampler_chain_default_params();
+    sp.no_perf = true;
+    c->sampler = llama_sampler_chain_init(sp);
+    float temp = p.value("temperature", 0.8f);
+    float repeat_penalty = p.value("repeatPenalty", 1.0f);
+    if (repeat_penalty != 1.0f) {
+        llama_sampler_chain_add(c->sampler,
+                                llama_sampler_init_penalties(llama_vocab_n_tokens(c->owner->vocab), p.value("repeatLastN", 64), repeat_penalty, 0.0f, 0.0f));
+    }
+    if (temp <= 0.0f) {
+        llama_sampler_chain_add(c->sampler, llama_sampler_init_greedy());
+    } else {
+        int32_t top_k = p.value("topK", 40);
+        float top_p = p.value("topP", 0.95f);
+        float min_p = p.value("minP", 0.05f);
+        if (top_k > 0) {
+            llama_sampler_chain_add(c->sampler, llama_sampler_init_top_k(top_k));
+        }
+        if (top_p < 1.0f) {
+            llama_sampler_chain_add(c->sampler, llama_sampler_init_top_p(top_p, 1));
+        }
+        if (min_p > 0.0f) {
+            llama_sampler_chain_add(c->sampler, llama_sampler_init_min_p(min_p, 1));
+        }
+        llama_sampler_chain_add(c->sampler, llama_sampler_init_temp(temp));
+        llama_sampler_chain_add(c->sampler, llama_sampler_init_dist(p.value("seed", (uint32_t) LLAMA_DEFAULT_SEED)));
+    }
+    c->stops.clear();
+    if (p.contains("stop") && p["stop"].is_array()) {
+        for (const auto & s : p["stop"]) {
+            std::string stop = s.get<std::string>();
+            if (!stop.empty()) {
+                c->stops.push_back(stop);
+            }
+        }
+    }
+    c->max_tokens = p.value("maxTokens", 256);
+    c->ignore_eos = p.value("ignoreEos", false);
+    c->prompt.assign(tokens, tokens + n_tokens);
+    c->prompt_done = 0;
+    c->n_generated = 0;
+    c->pending = -1;
+    c->text.clear();
+    c->emitted = 0;
+    c->new_tokens.clear();
+    c->stages.clear();
+    c->stop_reason.clear();
+    c->events = json::array();
+    c->reused = 0;
+    c->begin_us = now_us();
+    c->done = false;
+    c->active = true;
+    c->abort.store(false);
 }
 
 }  // namespace loupe
@@ -150,6 +213,7 @@ loupe_ctx::~loupe_ctx() {
         llama_sampler_free(sampler);
     }
     if (ctx) {
+        llama_detach_threadpool(ctx);
         llama_free(ctx);
     }
 }
@@ -212,62 +276,16 @@ int32_t loupe_gen_begin(loupe_ctx * c, const char * params_json, const int32_t *
                 return c->set_error(LOUPE_ERR_INVALID, "prompt token " + std::to_string(tokens[i]) + " is out of range");
             }
         }
-        if (c->sampler) {
-            llama_sampler_free(c->sampler);
-            c->sampler = nullptr;
-        }
-        llama_sampler_chain_params sp = llama_sampler_chain_default_params();
-        sp.no_perf = true;
-        c->sampler = llama_sampler_chain_init(sp);
-        float temp = p.value("temperature", 0.8f);
-        float repeat_penalty = p.value("repeatPenalty", 1.0f);
-        if (repeat_penalty != 1.0f) {
-            llama_sampler_chain_add(c->sampler,
-                                    llama_sampler_init_penalties(llama_vocab_n_tokens(c->owner->vocab), p.value("repeatLastN", 64), repeat_penalty, 0.0f, 0.0f));
-        }
-        if (temp <= 0.0f) {
-            llama_sampler_chain_add(c->sampler, llama_sampler_init_greedy());
-        } else {
-            int32_t top_k = p.value("topK", 40);
-            float top_p = p.value("topP", 0.95f);
-            float min_p = p.value("minP", 0.05f);
-            if (top_k > 0) {
-                llama_sampler_chain_add(c->sampler, llama_sampler_init_top_k(top_k));
-            }
-            if (top_p < 1.0f) {
-                llama_sampler_chain_add(c->sampler, llama_sampler_init_top_p(top_p, 1));
-            }
-            if (min_p > 0.0f) {
-                llama_sampler_chain_add(c->sampler, llama_sampler_init_min_p(min_p, 1));
-            }
-            llama_sampler_chain_add(c->sampler, llama_sampler_init_temp(temp));
-            llama_sampler_chain_add(c->sampler, llama_sampler_init_dist(p.value("seed", (uint32_t) LLAMA_DEFAULT_SEED)));
-        }
-        c->stops.clear();
-        if (p.contains("stop") && p["stop"].is_array()) {
-            for (const auto & s : p["stop"]) {
-                std::string stop = s.get<std::string>();
-                if (!stop.empty()) {
-                    c->stops.push_back(stop);
-                }
-            }
-        }
-        c->max_tokens = p.value("maxTokens", 256);
-        c->ignore_eos = p.value("ignoreEos", false);
-        c->prompt.assign(tokens, tokens + n_tokens);
-        c->prompt_done = 0;
-        c->n_generated = 0;
+        begin_generation(c, p, tokens, n_tokens);
+        // a fresh KV cache every call: no reuse, no shift (sessions use loupe_session_begin)
         c->n_past = 0;
-        c->pending = -1;
-        c->text.clear();
-        c->emitted = 0;
-        c->new_tokens.clear();
-        c->stages.clear();
-        c->stop_reason.clear();
-        c->done = false;
-        c->active = true;
-        c->abort.store(false);
-        llama_memory_clear(llama_get_memory(c->ctx), true);
+        c->history.clear();
+        c->shift_enabled = false;
+        c->shift_unsettled = false;
+        c->n_keep = 0;
+        c->turn_starts.clear();
+        c->atomic.clear();
+        llama_memory_clear(llama_get_memory(c->ctx), false);  // cells only: zeroing the buffers costs ~1 ms per 10 MiB
         return LOUPE_OK;
     });
 }
@@ -286,6 +304,18 @@ int32_t loupe_gen_step(loupe_ctx * c, int32_t budget_ms, int32_t max_step_tokens
         const int64_t deadline = now_us() + (int64_t) std::max(budget_ms, 0) * 1000;
         const int32_t n_ctx = (int32_t) llama_n_ctx(c->ctx);
         const int32_t n_batch = (int32_t) llama_n_batch(c->ctx);
+
+        // a session's prompt that does not fit: shift first (whole turns where possible)
+        if (c->shift_enabled && c->prompt_done < c->prompt.size()) {
+            int32_t rest = (int32_t) (c->prompt.size() - c->prompt_done);
+            if (c->n_past + rest > n_ctx - 1) {
+                int32_t rc = shift_context(c, rest, n_ctx - 1);
+                if (rc != LOUPE_OK) {
+                    c->active = false;
+                    return rc;
+                }
+            }
+        }
 
         // prompt evaluation, in batches
         stage_stats & prompt_stage = c->stages["prompt"];
@@ -315,7 +345,14 @@ int32_t loupe_gen_step(loupe_ctx * c, int32_t budget_ms, int32_t max_step_tokens
         stage_stats & sample_stage = c->stages["sampling"];
         while (true) {
             if (c->pending >= 0) {
-                // decode the token sampled last time, unless the context is full
+                // decode the token sampled last time, unless the context is full; a session
+                // shifts instead, at the point llama.cpp's tools/completion does (position n_ctx - 1)
+                if (c->shift_enabled && c->n_past + 1 >= n_ctx) {
+                    if (shift_context(c, 1, n_ctx - 1) != LOUPE_OK) {
+                        finish(c, "contextFull");
+                        break;
+                    }
+                }
                 if (c->n_past >= n_ctx) {
                     finish(c, "contextFull");
                     break;
@@ -350,11 +387,11 @@ int32_t loupe_gen_step(loupe_ctx * c, int32_t budget_ms, int32_t max_step_tokens
             }
             c->n_generated++;
             c->new_tokens.push_back(tok);
+            c->pending = tok;  // sampled, decoded at the next turn of the loop (or the next call)
             if (append_piece(c, c->owner->vocab, tok)) {
                 finish(c, "stop");
                 break;
             }
-            c->pending = tok;
             if (c->n_generated >= c->max_tokens) {
                 finish(c, "maxTokens");
                 break;
@@ -398,6 +435,9 @@ const char * loupe_gen_output(loupe_ctx * c) {
                      { "stopReason", c->done ? json(c->stop_reason) : json(nullptr) },
                      { "nPast", c->n_past },
                      { "nGenerated", c->n_generated },
+                     { "pending", c->pending >= 0 ? json(c->pending) : json(nullptr) },
+                     { "reused", c->reused },
+                     { "events", c->events },
                      { "stages", stages } };
         c->new_tokens.clear();
         c->output = out.dump(-1, ' ', false, json::error_handler_t::replace);

@@ -5,6 +5,9 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -294,6 +297,44 @@ json stage_json(const stage_stats & s, const device_table & devs) {
 }
 
 
+void cpu_threadpool::attach(llama_context * ctx, int n_threads, int n_threads_batch) {
+    ggml_backend_reg_t reg = ggml_backend_reg_by_name("CPU");
+    if (!reg) {
+        return;
+    }
+    using new_fn_t = ggml_threadpool * (*) (ggml_threadpool_params *);
+    auto new_fn = (new_fn_t) ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new");
+    free_fn = (void (*)(ggml_threadpool *)) ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_free");
+    if (!new_fn || !free_fn) {
+        return;
+    }
+    // poll 1: spin briefly between tokens, then sleep, so an idle model does not burn cores
+    ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
+    tpp.poll = 1;
+    pool = new_fn(&tpp);
+    pool_batch = pool;
+    if (pool && n_threads_batch != n_threads) {
+        ggml_threadpool_params tpb = ggml_threadpool_params_default(n_threads_batch);
+        tpb.poll = 1;
+        pool_batch = new_fn(&tpb);
+    }
+    if (pool && pool_batch) {
+        llama_attach_threadpool(ctx, pool, pool_batch);
+    }
+}
+
+cpu_threadpool::~cpu_threadpool() {
+    if (!free_fn) {
+        return;
+    }
+    if (pool_batch && pool_batch != pool) {
+        free_fn(pool_batch);
+    }
+    if (pool) {
+        free_fn(pool);
+    }
+}
+
 namespace {
 
 bool progress_callback(float p, void * data) {
@@ -459,7 +500,7 @@ int32_t loupe_model_load(loupe_model * m) {
         }
         m->vocab = llama_model_get_vocab(m->model);
 
-        if (!mp.vocab_only) {
+        if (!mp.vocab_only && p.value("defaultContext", true)) {
             std::string err;
             m->default_ctx = make_context(m, p, err);
             if (!m->default_ctx) {
@@ -549,6 +590,11 @@ const char * loupe_model_info(loupe_model * m) {
 
 void loupe_model_free(loupe_model * m) {
     delete m;
+#if defined(__GLIBC__)
+    // Give the freed heap back to the system: without it glibc keeps the model's small
+    // allocations (vocabulary, graphs) and a process that loads and closes models keeps growing.
+    malloc_trim(0);
+#endif
 }
 
 int32_t loupe_tokenize(loupe_model * m, const char * text, int32_t len, int32_t add_special, int32_t parse_special,

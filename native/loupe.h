@@ -66,7 +66,8 @@ char * loupe_logs(void);
 
 // Creates an unloaded model handle. params_json:
 //   {path, gpuLayers (int, -1 = all), devices: [names] | null, vocabOnly, useMmap,
-//    contextSize, batchSize, threads, threadsBatch, flashAttn: "auto"|"on"|"off"}
+//    contextSize, batchSize, threads, threadsBatch, flashAttn: "auto"|"on"|"off",
+//    defaultContext (default true; false loads the weights without a generation context)}
 // Returns NULL when the JSON is invalid.
 loupe_model * loupe_model_create(const char * params_json);
 
@@ -147,7 +148,8 @@ void loupe_gen_abort(loupe_ctx * ctx);
 // What the last loupe_gen_step produced: {text, tokens, done, stopReason, nPast, nGenerated,
 // stages: {<name>: {wallUs, tokens, graphs, devices: {<dev>: {nodes, heavy, ops: {<op>: n},
 // firstHeavy}}}}}. `text` and `tokens` are the new ones since the previous call; `stages`
-// is cumulative for the generation. Owned by the context.
+// is cumulative for the generation. Owned by the context. Also: pending (the last sampled token,
+// not evaluated yet, or null), reused and events (sessions: see loupe_session.h).
 const char * loupe_gen_output(loupe_ctx * ctx);
 
 #ifdef __cplusplus

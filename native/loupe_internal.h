@@ -102,12 +102,26 @@ int32_t guarded(error_holder * h, F && f) {
     }
 }
 
+// A persistent CPU threadpool attached to a context, as llama.cpp's own tools attach one:
+// without it ggml creates and joins its worker threads for every graph (every decoded token).
+// Frees its pools on destruction; detach (llama_detach_threadpool) before llama_free.
+struct cpu_threadpool {
+    ggml_threadpool * pool = nullptr;
+    ggml_threadpool * pool_batch = nullptr;
+    void (*free_fn)(ggml_threadpool *) = nullptr;
+
+    // Creates the pools and attaches them; does nothing when the CPU backend lacks the entry points.
+    void attach(llama_context * ctx, int n_threads, int n_threads_batch);
+    ~cpu_threadpool();
+};
+
 }  // namespace loupe
 
 // ---- handles -----------------------------------------------------------------------------
 
 struct loupe_ctx : loupe::error_holder, loupe::measured {
     loupe_model * owner = nullptr;
+    loupe::cpu_threadpool threads;  // destroyed after ctx is freed (declared before it)
     llama_context * ctx = nullptr;
     std::map<std::string, loupe::stage_stats> stages;
     std::atomic<bool> abort{ false };
@@ -129,6 +143,17 @@ struct loupe_ctx : loupe::error_holder, loupe::measured {
     size_t emitted = 0;        // bytes of `text` already reported
     std::vector<llama_token> new_tokens;
     std::string output;
+
+    // sessions (native/session.cpp): what the KV cache holds, prefix reuse and context shift
+    std::vector<llama_token> history;             // tokens in the KV cache, by position
+    bool shift_enabled = false;                   // shift instead of stopping with contextFull
+    bool shift_unsettled = false;                 // a shift whose K-rotation has not run yet
+    int32_t n_keep = 0;                           // tokens a shift never drops
+    std::vector<int32_t> turn_starts;             // token indexes where a turn begins
+    std::vector<std::pair<int32_t, int32_t>> atomic;  // [start, end) ranges a shift never cuts
+    int32_t reused = 0;                           // tokens kept from the cache by this call
+    int64_t begin_us = 0;                         // when this call began
+    json events = json::array();                  // this call's context shifts
 
     ~loupe_ctx();
 };
@@ -154,5 +179,13 @@ loupe_ctx * make_context(loupe_model * m, const json & p, std::string & err);
 
 // Decodes `n` tokens at the context's current position, measuring into `stage`.
 int32_t decode_tokens(loupe_ctx * c, llama_token * tokens, int32_t n, stage_stats & stage);
+
+// Sets up sampling and the generation state from gen_begin parameters (both begin calls).
+void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int32_t n_tokens);
+
+// Context shift (native/session.cpp): makes the evaluated tokens plus the `pending` not yet
+// evaluated fit in `limit` tokens by dropping whole turns after n_keep (see loupe_session.h).
+// Returns LOUPE_OK, or LOUPE_ERR_CONTEXT when nothing can be dropped (message set on `c`).
+int32_t shift_context(loupe_ctx * c, int32_t pending, int32_t limit);
 
 }  // namespace loupe

@@ -73,3 +73,10 @@ export const SOURCE_SUBSET = [
   "vendor",
   "models",
 ];
+
+/** plotly.js for the notebook plots (inlined into each plot's HTML output, or loaded from a URL). */
+export const PLOTLY_PACKAGE: PinnedPackage = {
+  name: "plotly.js-dist-min",
+  version: "4.1.2",
+  integrity: "sha512-VSmS9KVNun16S8qFYYp9LlL/XBby4ueeGqB+K9AqRCVsup8dSpGULap4UyR1f2mz4pV3qjWp1sR5chwLgIKPoQ==",
+};

@@ -7,6 +7,7 @@ import { type BackendReport, openLibrary } from "../ffi/library.ts";
 import { takeJson } from "../ffi/util.ts";
 import { LoupeError } from "./errors.ts";
 import { deviceMatches } from "./timeline.ts";
+import { attachDisplay, backendsView, devicesView } from "./display.ts";
 
 export type { BackendReport };
 
@@ -52,14 +53,16 @@ async function library() {
 
 /** Every backend found in the engine directory, whether it loaded, and the loader's reason when not. */
 export async function backends(): Promise<BackendReport[]> {
-  return (await library()).backends;
+  const list = (await library()).backends;
+  return attachDisplay(list, () => backendsView(list));
 }
 
 /** Every device of every loaded backend, with memory. */
 export async function devices(): Promise<Device[]> {
   const lib = await library();
   const list = takeJson<Omit<Device, "software">[]>(lib.api, lib.api.loupe_devices());
-  return list.map((d) => ({ ...d, software: SOFTWARE_RENDERER.test(d.description) }));
+  const out = list.map((d) => ({ ...d, software: SOFTWARE_RENDERER.test(d.description) }));
+  return attachDisplay(out, () => devicesView(out)); // a table and a memory plot in a notebook
 }
 
 /** Which engine build is in use. */

@@ -17,6 +17,8 @@ export type LoupeErrorCode =
   | "ABORTED"
   | "CLOSED"
   | "PLACEMENT"
+  | "WRONG_MODEL"
+  | "WRONG_KIND"
   | "INTERNAL";
 
 /** Options of {@linkcode LoupeError}. */

@@ -67,6 +67,11 @@ export interface TextModelOptions {
   rmsEps?: number;
   /** RoPE frequency base. Default 10000. */
   ropeFreqBase?: number;
+  /**
+   * Extra key-values, written after the architecture's own (e.g. `llama.pooling_type` for a
+   * decoder embedding model). Default none.
+   */
+  extraKv?: Record<string, GGUFValue>;
 }
 
 /** {@linkcode TextModelOptions} with every default filled in. */
@@ -124,6 +129,7 @@ export function resolveTextModelOptions(
     name: options.name ?? "loupe-fixture",
     rmsEps: options.rmsEps ?? 1e-5,
     ropeFreqBase: options.ropeFreqBase ?? 10000,
+    extraKv: options.extraKv ?? {},
   };
   if (typeof r.vocabPath !== "string" || r.vocabPath === "") {
     throw new TypeError("Invalid options: vocabPath is required");
@@ -267,6 +273,7 @@ export async function makeTextModel(
   w.addUint32("llama.vocab_size", nVocab);
   // llama_ftype: 0 = ALL_F32, 1 = MOSTLY_F16.
   w.addUint32("general.file_type", o.type === "f16" ? 1 : 0);
+  for (const [key, value] of Object.entries(o.extraKv)) w.addKV(key, value);
   for (const [key, value] of vocab.kv) {
     if (!key.startsWith("tokenizer.")) continue;
     if (key === "tokenizer.chat_template" && o.chatTemplate !== null) continue;
@@ -319,7 +326,7 @@ export async function sha256File(path: string): Promise<string> {
 }
 
 /** xoshiro128** seeded through splitmix32 from a seed and a stream name. */
-class Xoshiro128 {
+export class Xoshiro128 {
   #s0: number;
   #s1: number;
   #s2: number;
@@ -370,7 +377,7 @@ function rotl(x: number, k: number): number {
  * 16-bit integers (Irwin–Hall), centred and scaled to unit variance. Only
  * exact arithmetic is used, so results are identical on every platform.
  */
-function fillNormal(
+export function fillNormal(
   out: Float32Array,
   rng: Xoshiro128,
   mean: number,

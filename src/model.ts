@@ -7,10 +7,17 @@
 import { openLibrary } from "../ffi/library.ts";
 import { type NativeContext, NativeModel, Status } from "../ffi/model.ts";
 import { NativeError } from "../ffi/util.ts";
-import { GGUFFormatError, readGGUFFile } from "./gguf.ts";
+import { type GGUFFile, GGUFFormatError } from "./gguf.ts";
+import { describeKind, modelKind } from "./embed_kind.ts";
 import { LoupeError, type LoupeErrorCode } from "./errors.ts";
+import type { LoadSessionOptions, Session, SessionOptions } from "./session.ts";
+import { readCheckedHeader } from "./preflight.ts";
+import { invalidGenerateOption } from "./generate_options.ts";
+import type { Projector, ProjectorOptions, VisionMessage, VisionResult } from "./vision.ts";
 import { assertDeviceAvailable, type Device, devices } from "./engine.ts";
 import { checkPlacement, type DeviceMemory, type NativeStage, Timeline } from "./timeline.ts";
+import { attachDisplay, DISPLAY, displayBundle, type MimeBundle } from "./display.ts";
+import { progressFor, streamBundle } from "./progress.ts";
 
 /** A streaming step returns after 20 ms or 8 tokens: pieces arrive promptly, one FFI round trip per 8 tokens. */
 const STREAM_STEP = { ms: 20, tokens: 8 };
@@ -44,6 +51,8 @@ export interface LoadModelOptions {
   measure?: boolean;
   /** Called with the load fraction in [0, 1] while loading. */
   onProgress?: (fraction: number) => void;
+  /** Show a progress bar while loading: default only in a notebook; true also shows one line on a terminal. */
+  progress?: boolean;
   /** Cancels the load. */
   signal?: AbortSignal;
 }
@@ -159,7 +168,7 @@ const CODE_OF_STATUS: Record<number, LoupeErrorCode> = {
 };
 
 /** Rewords a native failure as a LoupeError with a sentence and the engine's message. */
-function wrap(e: unknown, what: string): LoupeError {
+export function wrap(e: unknown, what: string): LoupeError {
   if (e instanceof LoupeError) return e;
   if (e instanceof NativeError) {
     return new LoupeError(CODE_OF_STATUS[e.status] ?? "INTERNAL", `${what}: ${e.message}`, {
@@ -170,8 +179,8 @@ function wrap(e: unknown, what: string): LoupeError {
   return new LoupeError("INTERNAL", `${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
 }
 
-/** Checks a model path before the engine sees it: exists, is a file, is a well-formed GGUF. */
-export async function validateModelFile(path: string): Promise<void> {
+/** Checks a model path before the engine sees it: exists, is a file, is a well-formed GGUF. Returns the parsed header. */
+export async function validateModelFile(path: string): Promise<GGUFFile> {
   const what = `Cannot load model "${path}"`;
   let info: Deno.FileInfo;
   try {
@@ -182,7 +191,8 @@ export async function validateModelFile(path: string): Promise<void> {
   }
   if (!info.isFile) throw new LoupeError("NOT_A_FILE", `${what}: it is a directory, not a file`);
   try {
-    await readGGUFFile(path);
+    // the header, checked for values the engine would abort the process on (remembered per file)
+    return await readCheckedHeader(path, info);
   } catch (e) {
     if (e instanceof GGUFFormatError) {
       throw new LoupeError("BAD_FORMAT", `${what}: ${lowerFirst(e.message)}`, { cause: e });
@@ -209,7 +219,17 @@ const finalizer = new FinalizationRegistry<NativeModel>((native) => native.free(
  * ```
  */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
-  await validateModelFile(path);
+  const header = await validateModelFile(path);
+  const kind = modelKind(header);
+  if (kind.arch === "clip") {
+    throw new LoupeError(
+      "WRONG_KIND",
+      `Cannot load model "${path}": it is a multimodal projector (clip), not a language model; load the language model and pass this file to model.loadProjector()`,
+    );
+  }
+  if (kind.kind !== "generation" && !options.vocabOnly) {
+    throw new LoupeError("WRONG_KIND", `Cannot load model "${path}": it is ${describeKind(kind)}; use loadEmbedder`);
+  }
   const lib = await openLibrary().catch((e) => {
     throw new LoupeError("LOAD_FAILED", `Cannot start the engine: ${(e as Error).message}`, { cause: e });
   });
@@ -242,13 +262,15 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (options.signal?.aborted) native.cancel();
   options.signal?.addEventListener("abort", onAbort);
   let timer: ReturnType<typeof setInterval> | undefined;
-  if (options.onProgress) {
+  const bar = progressFor(`loading ${path.split("/").pop()}`, options.progress);
+  const onProgress = bar ? bar.callback(options.onProgress) : options.onProgress;
+  if (onProgress) {
     let last = -1;
     const report = () => {
       const p = native.progress();
       if (p !== last) {
         last = p;
-        options.onProgress!(p);
+        onProgress(p);
       }
     };
     timer = setInterval(report, 50);
@@ -258,6 +280,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   } catch (e) {
     native.free();
     const err = wrap(e, `Cannot load model "${path}"`);
+    await bar?.fail(err.message);
     throw err.code === "ABORTED"
       ? err
       : new LoupeError("LOAD_FAILED", err.message, { nativeMessage: err.nativeMessage, cause: e });
@@ -265,11 +288,31 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     if (timer !== undefined) clearInterval(timer);
     options.signal?.removeEventListener("abort", onAbort);
   }
-  options.onProgress?.(1);
+  onProgress?.(1);
+  await bar?.done();
   const info = native.info<ModelInfo>();
   timeline.add({ name: "load", wallMs: performance.now() - t0, tokens: 0, graphs: 0, devices: {} });
   timeline.memory = info.memory;
   return new Model(path, native, info, timeline, options, await devices());
+}
+
+/** Key of a Model's internals, for src/session.ts only (not exported from mod.ts). */
+export const MODEL_INTERNALS: unique symbol = Symbol("loupe.modelInternals");
+
+/** What a session borrows from its model (src/session.ts only). */
+export interface ModelInternals {
+  /** The native model; its contexts are freed before it. */
+  native: NativeModel;
+  /** Devices, for placement checks. */
+  devices: Device[];
+  /** The load options (threads, requireDevice, …). */
+  options: LoadModelOptions;
+  /** Registers something the model closes, and waits for, before it frees itself; returns the unregister. */
+  adopt(child: { closeAsync(): Promise<void> }): () => void;
+  /** The model's own context (src/vision.ts runs image chats on it); throws for vocabOnly. */
+  context(): NativeContext;
+  /** Runs `fn` in the model's call queue as a running call (close() aborts it); rejects once closed. */
+  serial<T>(fn: () => Promise<T>): Promise<T>;
 }
 
 /** A loaded language model. Owns its native handle: close() it, or use `using`/`await using`. */
@@ -287,6 +330,7 @@ export class Model {
   #queue: Promise<unknown> = Promise.resolve();
   #closed = false;
   #running = 0;
+  #children = new Set<{ closeAsync(): Promise<void> }>();
 
   /** Use {@linkcode loadModel}. */
   constructor(
@@ -310,6 +354,59 @@ export class Model {
   /** Whether close() was called. */
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Internal (src/session.ts): the native handle and the close order; throws CLOSED once closed. */
+  [MODEL_INTERNALS](): ModelInternals {
+    this.#assertOpen();
+    return {
+      native: this.#native,
+      devices: this.#devices,
+      options: this.#options,
+      adopt: (child) => {
+        this.#children.add(child);
+        return () => this.#children.delete(child);
+      },
+      context: () => this.#context(),
+      serial: <T>(fn: () => Promise<T>): Promise<T> => {
+        try {
+          return this.#serial(async () => {
+            this.#running++;
+            try {
+              return await fn();
+            } finally {
+              this.#running--;
+            }
+          });
+        } catch (e) {
+          return Promise.reject(e);
+        }
+      },
+    };
+  }
+
+  /**
+   * Loads a multimodal projector (an mmproj GGUF: image encoder and projection) so chat messages
+   * can hold images; it replaces the previous one and closes with the model. See src/vision.ts.
+   */
+  async loadProjector(path: string, options: ProjectorOptions = {}): Promise<Projector> {
+    const { loadProjector } = await import("./vision.ts");
+    return await loadProjector(this, path, options);
+  }
+
+  /**
+   * Opens a session: its own context whose KV cache is kept between calls (a follow-up evaluates
+   * only what is new) and shifted when full. See src/session.ts.
+   */
+  async session(options: SessionOptions = {}): Promise<Session> {
+    const { openSession } = await import("./session.ts");
+    return await openSession(this, options);
+  }
+
+  /** Reopens a session written by `Session.save`; a file from another model is a `WRONG_MODEL` error. */
+  async loadSession(path: string, options: LoadSessionOptions = {}): Promise<Session> {
+    const { loadSession } = await import("./session.ts");
+    return await loadSession(this, path, options);
   }
 
   #context(): NativeContext {
@@ -378,9 +475,15 @@ export class Model {
     return this.#collect(prompt, options, "generate");
   }
 
-  /** Chats with the model through its own chat template. */
-  chat(messages: ChatMessage[], options: GenerateOptions = {}): Promise<GenerateResult> {
-    return this.#collect(this.applyChatTemplate(messages), { parseSpecial: true, ...options }, "chat");
+  /** Chats with the model through its own chat template. Content may hold images (see loadProjector). */
+  chat(messages: ChatMessage[], options?: GenerateOptions): Promise<GenerateResult>;
+  /** Chats with text and images: `content: [{ image: "cat.jpg" }, "What is this?"]` (see src/vision.ts). */
+  chat(messages: Array<ChatMessage | VisionMessage>, options?: GenerateOptions): Promise<VisionResult>;
+  chat(messages: Array<ChatMessage | VisionMessage>, options: GenerateOptions = {}): Promise<GenerateResult> {
+    if (Array.isArray(messages) && messages.some((m) => Array.isArray(m?.content))) {
+      return import("./vision.ts").then((v) => v.visionChat(this, messages as VisionMessage[], options));
+    }
+    return this.#collect(this.applyChatTemplate(messages as ChatMessage[]), { parseSpecial: true, ...options }, "chat");
   }
 
   /**
@@ -391,9 +494,14 @@ export class Model {
     return new TextStream((onPiece) => this.#run(prompt, options, "generate", onPiece, STREAM_STEP));
   }
 
-  /** Streams a chat reply; see {@linkcode stream}. */
-  streamChat(messages: ChatMessage[], options: GenerateOptions = {}): TextStream {
-    const prompt = this.applyChatTemplate(messages);
+  /** Streams a chat reply (content may hold images); see {@linkcode stream}. */
+  streamChat(messages: Array<ChatMessage | VisionMessage>, options: GenerateOptions = {}): TextStream {
+    if (Array.isArray(messages) && messages.some((m) => Array.isArray(m?.content))) {
+      return new TextStream((onPiece) =>
+        import("./vision.ts").then((v) => v.visionChat(this, messages as VisionMessage[], options, onPiece))
+      );
+    }
+    const prompt = this.applyChatTemplate(messages as ChatMessage[]);
     return new TextStream((onPiece) =>
       this.#run(prompt, { parseSpecial: true, ...options }, "chat", onPiece, STREAM_STEP)
     );
@@ -419,6 +527,8 @@ export class Model {
         new LoupeError("INVALID_ARGUMENT", `Cannot generate: maxTokens must be a whole number, not ${maxTokens}`),
       );
     }
+    const invalid = invalidGenerateOption(options as Record<string, unknown>);
+    if (invalid) return Promise.reject(new LoupeError("INVALID_ARGUMENT", `Cannot generate: ${invalid}`));
     return this.#serial(async () => {
       const timeline = new Timeline(kind);
       const t0 = performance.now();
@@ -472,13 +582,14 @@ export class Model {
         options.signal?.removeEventListener("abort", onAbort);
       }
       const tl = stagesOf(out!, tTok, kind, timeline);
-      return {
+      tl.memory = this.info.memory; // weights per device, shown beside the stages
+      return attachDisplay({
         text,
         tokens,
         promptTokens: Array.from(promptTokens),
         stopReason: out!.stopReason ?? "maxTokens",
         timeline: tl,
-      };
+      });
     });
   }
 
@@ -490,7 +601,10 @@ export class Model {
     if (this.#running > 0) this.#ctx?.genAbort();
     const native = this.#native;
     const ctx = this.#ctx;
-    this.#queue.then(() => {
+    // sessions close first (each aborts its call and frees its context once the call returns)
+    const children = Array.from(this.#children, (c) => c.closeAsync().catch(() => {}));
+    this.#children.clear();
+    this.#queue = Promise.all([this.#queue, ...children]).then(() => {
       ctx?.free();
       native.free();
     });
@@ -510,6 +624,11 @@ export class Model {
   /** `await using model = …` support. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.closeAsync();
+  }
+
+  /** Rich display in a notebook: what the model is, memory per device, load time (see src/display.ts). */
+  [DISPLAY](): Promise<MimeBundle> {
+    return displayBundle(this);
   }
 }
 
@@ -544,6 +663,11 @@ export class TextStream implements AsyncIterable<string> {
       this.#wake?.();
     });
     this.result.catch(() => {}); // surfaced through iteration
+  }
+
+  /** As the last expression of a notebook cell: streams the text into the cell, then shows the result. */
+  [DISPLAY](): Promise<MimeBundle> {
+    return streamBundle(this);
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<string> {

@@ -5,6 +5,7 @@
  * @module
  */
 import { PlacementError } from "./errors.ts";
+import { DISPLAY, displayBundle, type MimeBundle } from "./display.ts";
 
 /** What ran on one device during a stage. */
 export interface DevicePlacement {
@@ -36,6 +37,20 @@ export interface Stage {
   devices: Record<string, DevicePlacement>;
   /** Set when the stage's time is spread inside another stage's span (sampling within generation). */
   interleavedWith?: string;
+  /** Prompt tokens found in a session's KV cache and not evaluated again (sessions only). */
+  reused?: number;
+}
+
+/** Something that happened during a call, such as a context shift. */
+export interface TimelineEvent {
+  /** When, in milliseconds from the start of the call. */
+  atMs: number;
+  /** A sentence saying what happened. */
+  what: string;
+  /** Machine-readable kind, e.g. "contextShift". */
+  kind?: string;
+  /** The event's numbers (for a context shift: position, dropped, nPastBefore, nPastAfter, cut). */
+  data?: Record<string, unknown>;
 }
 
 /** Memory the engine allocated on one device. */
@@ -71,7 +86,7 @@ export class Timeline {
   /** Wall-clock start of the call. */
   readonly startedAt: Date;
   /** Context shifts and other events: filled by later stages of the API. */
-  readonly events: Array<{ atMs: number; what: string }> = [];
+  readonly events: TimelineEvent[] = [];
 
   /** Creates an empty timeline. */
   constructor(kind: string, startedAt: Date = new Date()) {
@@ -139,7 +154,7 @@ export class Timeline {
         .map(([d, p]) => `${d} ${p.heavy}/${p.nodes}`)
         .join(", ") || "host";
       rows.push([
-        s.name + (s.interleavedWith ? ` (in ${s.interleavedWith})` : ""),
+        s.name + (s.interleavedWith ? ` (in ${s.interleavedWith})` : "") + (s.reused ? ` (+${s.reused} reused)` : ""),
         s.startMs.toFixed(1),
         s.wallMs.toFixed(2),
         String(s.tokens),
@@ -159,6 +174,11 @@ export class Timeline {
     }
     for (const e of this.events) out += `\nevent at ${e.atMs.toFixed(1)} ms: ${e.what}`;
     return out;
+  }
+
+  /** Rich display in a notebook: the stage table and a waterfall plot coloured by device (see src/display.ts). */
+  [DISPLAY](): Promise<MimeBundle> {
+    return displayBundle(this);
   }
 
   /** Plain data for JSON. */

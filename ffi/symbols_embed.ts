@@ -1,0 +1,53 @@
+/**
+ * The symbol table of native/loupe_embed.h (embeddings and reranking), spread into
+ * `symbols` in ffi/symbols.ts. The symbol-table test checks it against the header.
+ *
+ * @module
+ */
+
+/** Embedding functions of libloupe. */
+export const embedSymbols = {
+  // loupe_embedder * loupe_embed_create(loupe_model * model, const char * params_json, char * err, int32_t err_cap)
+  loupe_embed_create: {
+    parameters: [
+      "pointer", /* loupe_model * model */
+      "buffer", /* const char * params_json */
+      "buffer", /* char * err */
+      "i32", /* int32_t err_cap */
+    ],
+    result: "pointer",
+    nonblocking: true,
+  },
+  // void loupe_embed_free(loupe_embedder * e)
+  loupe_embed_free: { parameters: ["pointer" /* loupe_embedder * e */], result: "void" },
+  // const char * loupe_embed_error(const loupe_embedder * e)
+  loupe_embed_error: { parameters: ["pointer" /* const loupe_embedder * e */], result: "pointer" },
+  // const char * loupe_embed_info(loupe_embedder * e)
+  loupe_embed_info: { parameters: ["pointer" /* loupe_embedder * e */], result: "pointer" },
+  // int32_t loupe_embed_begin(loupe_embedder * e, const int32_t * tokens, const int32_t * lengths,
+  //                           int32_t n_seqs, int32_t batch_tokens)
+  loupe_embed_begin: {
+    parameters: [
+      "pointer", /* loupe_embedder * e */
+      "buffer", /* const int32_t * tokens */
+      "buffer", /* const int32_t * lengths */
+      "i32", /* int32_t n_seqs */
+      "i32", /* int32_t batch_tokens */
+    ],
+    result: "i32",
+  },
+  // int32_t loupe_embed_run(loupe_embedder * e, float * out, int32_t out_cap)
+  loupe_embed_run: {
+    parameters: [
+      "pointer", /* loupe_embedder * e */
+      "buffer", /* float * out */
+      "i32", /* int32_t out_cap */
+    ],
+    result: "i32",
+    nonblocking: true,
+  },
+  // void loupe_embed_abort(loupe_embedder * e)
+  loupe_embed_abort: { parameters: ["pointer" /* loupe_embedder * e */], result: "void" },
+  // const char * loupe_embed_output(loupe_embedder * e)
+  loupe_embed_output: { parameters: ["pointer" /* loupe_embedder * e */], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;

@@ -1,0 +1,118 @@
+// Every notebook in notebooks/, executed as users run it: headless, by a real Jupyter client
+// (nbclient) against the `deno jupyter` kernel. Any error output fails; plot outputs must carry
+// both the plotly MIME type and the self-contained HTML fallback; cells tagged loupe:plot,
+// loupe:progress, loupe:stream and loupe:table must show what they promise. The examples/
+// scripts run too. colab.ipynb runs through the IPC bridge in colab_test.ts.
+import { join } from "node:path";
+import { assert, assertEquals } from "./assert.ts";
+import {
+  type Cell,
+  firstLine,
+  installDenoKernel,
+  joined,
+  type Output,
+  plotOutputs,
+  readNotebook,
+  ROOT,
+  runNotebook,
+} from "./notebook_helpers.ts";
+import { build } from "./helpers.ts";
+
+const NOTEBOOKS = ["quickstart", "placement", "embeddings", "vision"];
+const tmp = await Deno.makeTempDir({ prefix: "loupe-notebooks-" });
+const kernelEnv = await installDenoKernel(tmp);
+void build; // the engine and libloupe are built before any kernel starts
+
+/** Checks one plot output: both MIME types, the figure's traces, and an HTML plot that inlines plotly.js. */
+function checkPlot(o: Output, where: string) {
+  const fig = o.data!["application/vnd.plotly.v1+json"] as { data: Array<{ type: string }>; layout: unknown };
+  assert(Array.isArray(fig.data) && fig.data.length > 0, `${where}: the plotly figure has traces`);
+  const html = joined(o.data!["text/html"]);
+  assert(html.length > 0, `${where}: a plot output also carries text/html`);
+  assert(html.includes("Plotly.newPlot"), `${where}: the HTML draws the plot`);
+  assert(
+    html.includes("inlined by loupe") && html.includes("function (define, module, exports, require)"),
+    `${where}: the HTML inlines plotly.js with the AMD loader held off`,
+  );
+  assert(joined(o.data!["text/plain"]).length > 0, `${where}: text/plain is present`);
+}
+
+function checkTags(cell: Cell, where: string) {
+  const tags = cell.metadata.tags ?? [];
+  const outs = cell.outputs ?? [];
+  const htmls = outs.map((o) => joined(o.data?.["text/html"]));
+  if (tags.includes("loupe:plot")) assert(plotOutputs(cell).length > 0, `${where}: a plot output`);
+  if (tags.includes("loupe:table")) assert(htmls.some((h) => h.includes("<table")), `${where}: an HTML table`);
+  if (tags.includes("loupe:progress")) {
+    const bars = htmls.filter((h) => h.includes("loupe-progress"));
+    assert(bars.length > 0, `${where}: a progress bar`);
+    assert(bars.every((h) => h.includes('data-state="done"')), `${where}: every progress bar ends done (in place)`);
+  }
+  if (tags.includes("loupe:stream")) {
+    assert(htmls.some((h) => h.includes("loupe-stream")), `${where}: the streamed text's output`);
+  }
+}
+
+for (const name of NOTEBOOKS) {
+  Deno.test(`notebook ${name}.ipynb runs in the deno kernel without errors, with rich outputs`, async () => {
+    const out = join(tmp, `${name}.ipynb`);
+    const summary = await runNotebook(join(ROOT, "notebooks", `${name}.ipynb`), { out, env: kernelEnv });
+    assertEquals(summary.failure, null, `the run completed: ${summary.failure}`);
+    assertEquals(
+      summary.errors.map((e) => `cell ${e.cell}: ${e.ename}: ${e.evalue}`),
+      [],
+      "no cell has an error output",
+    );
+    const nb = await readNotebook(out);
+    let plots = 0;
+    for (const [i, cell] of nb.cells.entries()) {
+      if (cell.cell_type !== "code") continue;
+      const where = `${name} cell ${i} (${firstLine(cell)})`;
+      for (const o of cell.outputs ?? []) {
+        assert(o.output_type !== "error", `${where}: ${o.ename}: ${o.evalue}`);
+        if (o.data) assert("text/plain" in o.data, `${where}: every rich output has text/plain`);
+        const html = joined(o.data?.["text/html"]);
+        if (html.includes("loupe-plot")) {
+          assert(o.data!["application/vnd.plotly.v1+json"], `${where}: an HTML plot also comes as plotly JSON`);
+        }
+      }
+      for (const o of plotOutputs(cell)) {
+        checkPlot(o, where);
+        plots++;
+      }
+      checkTags(cell, where);
+    }
+    assert(plots > 0, `${name} shows at least one plot`);
+  });
+}
+
+for (
+  const [script, expect] of [
+    ["quickstart.ts", "three calls of one model"],
+    ["placement.ts", "the same call, on the CPU and on the GPU"],
+    ["embeddings.ts", "cosine similarity"],
+    ["vision.ts", "the projector on the CPU and on the GPU"],
+  ] as const
+) {
+  Deno.test(`examples/${script} runs as a script and prints its tables`, async () => {
+    const html = join(tmp, `${script}.html`);
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", join(ROOT, "examples", script), "--html", html],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    assert(out.success, `${script} failed: ${new TextDecoder().decode(out.stderr).slice(-2000)}`);
+    assert(stdout.includes(expect), `${script} prints "${expect}"`);
+    assert(/stage\s+/.test(stdout) || stdout.includes("tokens"), `${script} prints a table`);
+    const page = await Deno.readTextFile(html);
+    assertEquals(page.split("inlined by loupe").length - 1, 1, "the HTML report inlines plotly.js once");
+    assert(page.includes("Plotly.newPlot"), "the report draws plots");
+  });
+}
+
+globalThis.addEventListener("unload", () => {
+  try {
+    Deno.removeSync(tmp, { recursive: true });
+  } catch { /* already gone */ }
+});
