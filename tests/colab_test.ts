@@ -1,21 +1,22 @@
-// The Colab path without Colab: notebooks/colab/setup.py installs the kernel spec that runs
-// Deno's kernel behind the IPC-to-TCP bridge; a real Jupyter client (jupyter_client) starts it
-// with transport="ipc", as Colab does, runs cells and checks what arrives (rich display data,
-// in-place updates, errors, input requests, shutdown); then colab.ipynb's TypeScript cells run
-// through it with nbclient.
+// The Colab path without Colab: the Python setup cell of notebooks/colab.ipynb runs
+// notebooks/colab/setup.py, which installs the "deno" kernel spec that runs Deno's kernel behind
+// the IPC-to-TCP bridge (into a private Jupyter data directory); a real Jupyter client
+// (jupyter_client) starts it with transport="ipc", as Colab does, runs cells and checks what
+// arrives (rich display data, in-place updates, errors, input requests, shutdown); then the
+// notebook's TypeScript cells run through it with nbclient.
 import { join } from "node:path";
 import { assert, assertEquals } from "./assert.ts";
 import { build } from "./helpers.ts";
-import { jupyterPython, plotOutputs, readNotebook, ROOT, runNotebook } from "./notebook_helpers.ts";
+import { joined, jupyterPython, plotOutputs, readNotebook, ROOT, runNotebook } from "./notebook_helpers.ts";
 
-const NAME = "loupe-colab-bridge-test";
+const NAME = "deno"; // what the notebook asks for
 const tmp = await Deno.makeTempDir({ prefix: "loupe-colab-" });
-const kernels = join(tmp, "kernels");
+const data = join(tmp, "jupyter"); // the kernel spec goes here, not into the user's Jupyter directory
 const work = join(tmp, "content"); // Colab's /content: the repository is ./loupe
 await Deno.mkdir(work);
 await Deno.symlink(ROOT, join(work, "loupe"));
 const env = {
-  JUPYTER_PATH: tmp,
+  JUPYTER_DATA_DIR: data,
   PATH: `${Deno.execPath().replace(/\/[^/]+$/, "")}:${Deno.env.get("PATH") ?? ""}`,
 };
 void build; // engine and libloupe built before setup.py runs
@@ -110,18 +111,16 @@ report["alive_after_shutdown"] = km.is_alive()
 print(json.dumps(report))
 `;
 
-Deno.test("setup.py installs the bridge kernel spec (Deno, the engine, plotly.js cached)", async () => {
-  const r = await python([
-    join(ROOT, "notebooks", "colab", "setup.py"),
-    "--deno-version",
-    "any",
-    "--kernel-name",
-    NAME,
-    "--kernels-dir",
-    kernels,
-  ]);
-  assert(r.ok, `setup.py failed: ${r.stderr.slice(-3000)}${r.stdout.slice(-2000)}`);
-  const spec = JSON.parse(await Deno.readTextFile(join(kernels, NAME, "kernel.json")));
+Deno.test("the notebook's Python setup cell runs setup.py and installs the bridge kernel spec", async () => {
+  const nb = await readNotebook(join(ROOT, "notebooks", "colab.ipynb"));
+  const cells = nb.cells.filter((c) => (c.metadata.tags ?? []).includes("colab-setup"));
+  assertEquals(cells.length, 1, "one setup cell");
+  const cell = join(tmp, "setup_cell.py");
+  await Deno.writeTextFile(cell, joined(cells[0].source));
+  // As in Colab, except: the repository is here, and the Deno on PATH is kept (no npm install).
+  const r = await python([cell], { LOUPE_DIR: join(work, "loupe"), LOUPE_DENO_VERSION: "any" });
+  assert(r.ok, `the setup cell failed: ${r.stderr.slice(-3000)}${r.stdout.slice(-2000)}`);
+  const spec = JSON.parse(await Deno.readTextFile(join(data, "kernels", NAME, "kernel.json")));
   assertEquals(spec.argv.slice(-4), ["run", "--deno", Deno.execPath(), "{connection_file}"]);
   assert(spec.argv[1].endsWith("deno_kernel_bridge.py"));
   assertEquals(spec.language, "typescript");

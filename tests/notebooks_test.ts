@@ -86,6 +86,34 @@ for (const name of NOTEBOOKS) {
   });
 }
 
+Deno.test("large rich outputs arrive before their cell ends, every time (Deno's late-output race)", async () => {
+  // Deno's kernel can publish a displayed value after the cell's idle status, where nbclient and
+  // JupyterLab drop it; a 5 MB plot was lost about half the time before loupe confirmed delivery.
+  const cells = [
+    `import { Timeline } from "${ROOT}/mod.ts";
+const t = new Timeline("race");
+t.add({ name: "prompt", wallMs: 3, tokens: 2, graphs: 1,
+  devices: { CPU: { nodes: 4, heavy: 2, ops: { MUL_MAT: 2 }, firstHeavy: "MUL_MAT x" } } });`,
+    ...Array.from({ length: 12 }, () => "t;"),
+  ];
+  const nbPath = join(tmp, "race.ipynb");
+  await Deno.writeTextFile(
+    nbPath,
+    JSON.stringify({
+      cells: cells.map((source) => ({ cell_type: "code", metadata: {}, source, outputs: [], execution_count: null })),
+      metadata: { kernelspec: { name: "deno", display_name: "Deno", language: "typescript" } },
+      nbformat: 4,
+      nbformat_minor: 4,
+    }),
+  );
+  const out = join(tmp, "race-out.ipynb");
+  const summary = await runNotebook(nbPath, { out, env: kernelEnv });
+  assertEquals(summary.errors, []);
+  const nb = await readNotebook(out);
+  const got = nb.cells.slice(1).map((c) => plotOutputs(c).length);
+  assertEquals(got, got.map(() => 1), "every cell has its plot");
+});
+
 for (
   const [script, expect] of [
     ["quickstart.ts", "three calls of one model"],

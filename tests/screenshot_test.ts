@@ -9,7 +9,7 @@ import { chromium, installDenoKernel, plotOutputs, readNotebook, ROOT, runNotebo
 import { colourRuns, decodePng, type Pixels } from "./png.ts";
 
 const WIDTH = 1200;
-const HEIGHT = 6400;
+const HEIGHT = 8000;
 const tmp = await Deno.makeTempDir({ prefix: "loupe-screenshot-" });
 
 async function screenshot(html: string, png: string): Promise<Pixels> {
@@ -42,12 +42,19 @@ interface Bar {
   widest: number; // widest segment as a fraction of the x axis range
 }
 
-/** The device colours of a figure's stage bars, with their widest segment relative to the axis. */
+/**
+ * The device colours of a figure's stage bars, with their widest opaque segment relative to the
+ * axis (interleaved stages are drawn translucent: their pixels are not the device's colour).
+ */
 function barsOf(fig: { data: any[]; layout: any }): Bar[] {
   const range: number[] = fig.layout.xaxis?.range ?? [0, 1];
   return fig.data
     .filter((t) => t.type === "bar" && (t.xaxis ?? "x") === "x" && typeof t.marker?.color === "string")
-    .map((t) => ({ colour: t.marker.color, widest: Math.max(...t.x) / (range[1] - range[0]) }));
+    .map((t) => {
+      const opacity = (i: number) => (Array.isArray(t.marker.opacity) ? t.marker.opacity[i] : t.marker.opacity ?? 1);
+      const widths = (t.x as number[]).filter((_, i) => opacity(i) === 1);
+      return { colour: t.marker.color, widest: Math.max(0, ...widths) / (range[1] - range[0]) };
+    });
 }
 
 const executed = join(tmp, "quickstart.ipynb");

@@ -245,7 +245,8 @@ def run(connection_file, deno):
             if kernel_ready_at is None and now - last_probe > 0.5 and now - started < 120:
                 last_probe = now
                 probe()
-            if not forwarding and kernel_ready_at is not None and (subscribed or now - kernel_ready_at > 10):
+            ready = kernel_ready_at is not None and (subscribed or now - kernel_ready_at > 10)
+            if not forwarding and (ready or now - started > 120):  # after 2 minutes, forward regardless
                 forwarding = True
                 for s in fronts:
                     poller.register(s, zmq.POLLIN)
