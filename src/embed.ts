@@ -15,6 +15,7 @@
  * @module
  */
 import { NativeEmbedder } from "../ffi/embed.ts";
+import { attachDisplay } from "./display.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { NativeModel, Status } from "../ffi/model.ts";
 import { NativeError } from "../ffi/util.ts";
@@ -570,7 +571,8 @@ export class Embedder {
         output?.stages.encode ?? { wallUs: 0, tokens: 0, graphs: 0, devices: {} },
       );
       checkPlacement(timeline, options.requireDevice ?? this.#options.requireDevice, this.#devices);
-      return Object.assign(build(values, counts), { timeline, tokenCounts: counts, truncated });
+      // a table and the timeline plot when it is the last expression of a notebook cell
+      return attachDisplay(Object.assign(build(values, counts), { timeline, tokenCounts: counts, truncated }));
     });
   }
 

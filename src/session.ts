@@ -20,6 +20,7 @@
  */
 import { openLibrary } from "../ffi/library.ts";
 import { NativeSession } from "../ffi/session.ts";
+import { attachDisplay } from "./display.ts";
 import { LoupeError } from "./errors.ts";
 import { invalidGenerateOption } from "./generate_options.ts";
 import { readGGUFFile } from "./gguf.ts";
@@ -728,7 +729,7 @@ export class Session {
     }
     const tl = buildTimeline(out!, tokenizeMs, kind, timeline);
     tl.memory = this.model.info.memory;
-    return {
+    return attachDisplay({
       text,
       tokens,
       promptTokens: newTokens,
@@ -736,7 +737,7 @@ export class Session {
       timeline: tl,
       reusedTokens: out!.reused,
       shifts: shiftsOf(out!, tokenizeMs),
-    };
+    });
   }
 
   /** Frees the context. An in-flight call is aborted and the free happens after it returns. Idempotent. */

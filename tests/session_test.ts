@@ -225,8 +225,10 @@ Deno.test("CPU: four context lengths with shifts, token for token as llama-compl
     "--no-display-prompt",
   ]);
   const ref = new TextDecoder().decode(stdout);
-  assert(ref.endsWith("\n\n"), `llama-completion ends its output with a blank line: ${JSON.stringify(ref.slice(-80))}`);
-  assertEquals(r.text, ref.slice(0, -2), "the same text as llama.cpp's own context shift");
+  // llama-completion closes with a blank line; compare the text before it (it was once seen
+  // missing under heavy load, so the equality below is the check, not the blank line).
+  const refText = ref.endsWith("\n\n") ? ref.slice(0, -2) : ref;
+  assertEquals(r.text, refText, "the same text as llama.cpp's own context shift");
 });
 
 Deno.test("CPU: after context shifts the logits equal a fresh evaluation of the kept tokens", async () => {
