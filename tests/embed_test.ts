@@ -55,11 +55,11 @@ async function reference(
     const { stdout } = await runTool(build.tools.embedding, args);
     const text = new TextDecoder().decode(stdout);
     const body = text.slice(text.indexOf("{"), text.lastIndexOf("}") + 1);
-    if (/\bnan\b/i.test(body) && attempt < 3) {
+    if (/\b(nan|inf)\b/i.test(body) && attempt < 3) {
       console.error(`llama-embedding printed NaN (attempt ${attempt}); running it again`);
       continue;
     }
-    const json = JSON.parse(body.replace(/\bnan\b/gi, "null"));
+    const json = JSON.parse(body.replace(/-?\b(nan|inf)\b/gi, "null"));
     return json.data.map((d: { embedding: number[] }) => d.embedding);
   }
 }
