@@ -283,11 +283,10 @@ async function cpuFeatureFlags(): Promise<string[]> {
     ["GGML_FMA", ["fma"]],
     ["GGML_AVX2", ["avx2"]],
     ["GGML_BMI2", ["bmi2"]],
-    ["GGML_AVX_VNNI", ["avx_vnni"]],
   ];
-  // AVX-512 stays off: the one CPU backend of this build must also run where AVX-512 is not
-  // available to it, such as under valgrind (which does not emulate it) in CI's leak check.
-  map.push(["GGML_AVX512", ["never"]], ["GGML_AVX512_VNNI", ["never"]]);
+  // AVX-VNNI and AVX-512 stay off: the one CPU backend of this build must also run where they are
+  // not available to it, such as under valgrind (which does not emulate them) in CI's leak check.
+  map.push(["GGML_AVX_VNNI", ["never"]], ["GGML_AVX512", ["never"]], ["GGML_AVX512_VNNI", ["never"]]);
   return map.map(([opt, need]) => `-D${opt}=${need.every((f) => flags.has(f)) ? "ON" : "OFF"}`);
 }
 
