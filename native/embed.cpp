@@ -126,35 +126,15 @@ loupe_embedder * make_embedder(loupe_model * m, const json & p, std::string & er
     cp.kv_unified = true;  // sequences of any length share the cache (examples/embedding does the same)
     cp.embeddings = true;
     cp.pooling_type = pooling;
-    int32_t threads = p.value("threads", 0);
-    if (threads > 0) {
-        cp.n_threads = threads;
-    }
-    int32_t threads_batch = p.value("threadsBatch", 0);
-    cp.n_threads_batch = threads_batch > 0 ? threads_batch : cp.n_threads;
-    std::string fa = p.value("flashAttn", "auto");
-    cp.flash_attn_type = fa == "on" ? LLAMA_FLASH_ATTN_TYPE_ENABLED
-                       : fa == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED
-                                     : LLAMA_FLASH_ATTN_TYPE_AUTO;
-    cp.no_perf = true;
-
     auto e = std::make_unique<loupe_embedder>();
     e->owner = m;
-    if (p.value("measure", true)) {
-        cp.cb_eval = eval_callback;
-        cp.cb_eval_user_data = static_cast<measured *>(e.get());
-    }
+    apply_common_params(cp, p, e.get());
     cp.abort_callback = embed_abort_callback;
     cp.abort_callback_data = e.get();
-    {
-        log_capture cap;
-        e->ctx = llama_init_from_model(m->model, cp);
-        if (!e->ctx) {
-            err = "cannot create an embedding context" + (cap.lines.empty() ? "" : ": " + cap.lines);
-            return nullptr;
-        }
+    e->ctx = init_context(m->model, cp, e->threads, "an embedding context", err);
+    if (!e->ctx) {
+        return nullptr;
     }
-    e->threads.attach(e->ctx, llama_n_threads(e->ctx), llama_n_threads_batch(e->ctx));
     e->pooling = llama_pooling_type(e->ctx);
     e->encoder = llama_get_memory(e->ctx) == nullptr ||
                  (llama_model_has_encoder(m->model) && !llama_model_has_decoder(m->model));

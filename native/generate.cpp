@@ -87,6 +87,19 @@ loupe_ctx * make_context(loupe_model * m, const json & p, std::string & err) {
     cp.n_ctx = n_ctx > 0 ? n_ctx : std::min(n_train, 4096);
     cp.n_batch = p.value("batchSize", 512);
     cp.n_ubatch = cp.n_batch;
+    auto c = std::make_unique<loupe_ctx>();
+    c->owner = m;
+    apply_common_params(cp, p, c.get());
+    cp.abort_callback = abort_callback;
+    cp.abort_callback_data = c.get();
+    c->ctx = init_context(m->model, cp, c->threads, "a context", err);
+    if (!c->ctx) {
+        return nullptr;
+    }
+    return c.release();
+}
+
+void apply_common_params(llama_context_params & cp, const json & p, measured * counts) {
     int32_t threads = p.value("threads", 0);
     if (threads > 0) {
         cp.n_threads = threads;
@@ -98,22 +111,22 @@ loupe_ctx * make_context(loupe_model * m, const json & p, std::string & err) {
                        : fa == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED
                                      : LLAMA_FLASH_ATTN_TYPE_AUTO;
     cp.no_perf = true;
-    auto c = std::make_unique<loupe_ctx>();
-    c->owner = m;
     if (p.value("measure", true)) {
         cp.cb_eval = eval_callback;
-        cp.cb_eval_user_data = static_cast<measured *>(c.get());
+        cp.cb_eval_user_data = counts;
     }
-    cp.abort_callback = abort_callback;
-    cp.abort_callback_data = c.get();
+}
+
+llama_context * init_context(llama_model * model, const llama_context_params & cp, cpu_threadpool & threads,
+                             const char * what, std::string & err) {
     log_capture cap;
-    c->ctx = llama_init_from_model(m->model, cp);
-    if (!c->ctx) {
-        err = "cannot create a context" + (cap.lines.empty() ? "" : ": " + cap.lines);
+    llama_context * ctx = llama_init_from_model(model, cp);
+    if (!ctx) {
+        err = std::string("cannot create ") + what + (cap.lines.empty() ? "" : ": " + cap.lines);
         return nullptr;
     }
-    c->threads.attach(c->ctx, llama_n_threads(c->ctx), llama_n_threads_batch(c->ctx));
-    return c.release();
+    threads.attach(ctx, llama_n_threads(ctx), llama_n_threads_batch(ctx));
+    return ctx;
 }
 
 int32_t decode_tokens(loupe_ctx * c, llama_token * tokens, int32_t n, stage_stats & stage) {

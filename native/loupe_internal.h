@@ -115,6 +115,15 @@ struct cpu_threadpool {
     ~cpu_threadpool();
 };
 
+// Sets what every context shares from JSON params: threads, threadsBatch, flashAttn, and the
+// graph measuring (`measure`, default true) into `counts`; no_perf on.
+void apply_common_params(llama_context_params & cp, const json & p, measured * counts);
+
+// Creates a llama context and attaches a CPU threadpool to it. Returns nullptr with the engine's
+// reason in `err` ("cannot create <what>: …").
+llama_context * init_context(llama_model * model, const llama_context_params & cp, cpu_threadpool & threads,
+                             const char * what, std::string & err);
+
 }  // namespace loupe
 
 // ---- handles -----------------------------------------------------------------------------
