@@ -49,17 +49,26 @@ async function reference(
   ];
   if (opts.pooling) args.push("--pooling", opts.pooling);
   if (!hasGpu) args.push("-ngl", "0");
-  // Read each "embedding": [...] array number by number rather than as JSON: for rank pooling
-  // the tool prints the score followed by n_embd - 1 floats it never wrote (uninitialised
-  // memory: NaN, inf or huge values), which are not always valid JSON. Only what the tests
-  // compare is used (the score is the first value), and a NaN there fails the comparison.
-  const { stdout } = await runTool(build.tools.embedding, args);
-  const text = new TextDecoder().decode(stdout);
-  const arrays = [...text.matchAll(/"embedding":\s*\[([^\]]*)\]/g)].map((m) =>
-    m[1].split(",").map((x) => Number(x.trim()))
-  );
-  if (arrays.length === 0) throw new Error(`llama-embedding printed no embeddings: ${text.slice(0, 2000)}`);
-  return arrays;
+  // The tool's JSON is not always well formed: for rank pooling it prints the score followed by
+  // n_embd - 1 floats it never wrote (uninitialised memory: NaN, inf), and on this 2-core machine
+  // an array was sometimes cut short. Such output is run again (at most five times, said on
+  // stderr); NaN/inf become null, so a NaN in a compared component still fails the test.
+  for (let attempt = 1;; attempt++) {
+    const { stdout } = await runTool(build.tools.embedding, args);
+    const text = new TextDecoder().decode(stdout);
+    const body = text.slice(text.indexOf("{"), text.lastIndexOf("}") + 1).replace(/-?\b(nan|inf)\b/gi, "null");
+    try {
+      const data: Array<{ embedding: number[] }> = JSON.parse(body).data;
+      const widths = new Set(data.map((d) => d.embedding.length));
+      if ((opts.pooling === "none" || data.length === prompts.length) && widths.size === 1) {
+        return data.map((d) => d.embedding);
+      }
+      if (attempt >= 5) throw new Error(`llama-embedding printed ${data.length} vectors of widths ${[...widths]}`);
+    } catch (e) {
+      if (attempt >= 5) throw e;
+    }
+    console.error(`llama-embedding printed malformed output (attempt ${attempt}); running it again`);
+  }
 }
 
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, tol = 1e-4) {
