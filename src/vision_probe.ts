@@ -15,6 +15,7 @@ import { vulkanDrivers } from "../ffi/vision.ts";
 import { cacheDir } from "../native/build.ts";
 import { LLAMA_CPP_COMMIT } from "../native/pins.ts";
 import type { Device } from "./engine.ts";
+import { runDenoChild } from "./child.ts";
 
 /** Prefix of the child's one result line on stdout. */
 export const PROBE_RESULT_PREFIX = "LOUPE_VISION_PROBE ";
@@ -135,30 +136,11 @@ export async function probeVisionDevice(config: ProbeConfig, options: ProbeOptio
   if (!env.LOUPE_LIB) env.LOUPE_ENGINE = lib.build.variant;
   const timeoutMs = options.timeoutMs ?? 180_000;
   const module = options.module ?? new URL("./vision_probe_child.ts", import.meta.url).pathname;
-  const t0 = performance.now();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", module, JSON.stringify(config)],
+  const { out, stdout, stderr: rawStderr, timedOut, wallMs } = await runDenoChild([module, JSON.stringify(config)], {
     env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already gone */ }
-  }, timeoutMs);
-  let out: Deno.CommandOutput;
-  try {
-    out = await child.output();
-  } finally {
-    clearTimeout(timer);
-  }
-  const wallMs = performance.now() - t0;
-  const stdout = new TextDecoder().decode(out.stdout);
-  const stderr = tail(new TextDecoder().decode(out.stderr));
+    timeoutMs,
+  });
+  const stderr = tail(rawStderr);
   const line = stdout.split("\n").findLast((l) => l.startsWith(PROBE_RESULT_PREFIX));
   const where = `${config.device === "CPU" ? "the CPU" : config.device}${
     config.modelDevices.length ? ` with the model on ${config.modelDevices.join(", ")}` : ""

@@ -8,6 +8,7 @@ import { fixture } from "./helpers.ts";
 import { ensureBuild } from "../native/build.ts";
 import { engineInfo, loadModel, type Stage } from "../mod.ts";
 import { CHILD_THREADS, N_PREDICT, PROMPTS, RESULT_PREFIX } from "./vulkan_child.ts";
+import { runDenoChild } from "../src/child.ts";
 
 const CHILD = new URL("./vulkan_child.ts", import.meta.url).pathname;
 
@@ -70,31 +71,12 @@ export async function runChild<T>(
     if (ms > 1000) log(`the Vulkan engine and libloupe were fetched and built in ${(ms / 1000).toFixed(0)} s`);
   }
   const timeoutMs = options.timeoutMs ?? 300_000;
-  const t0 = performance.now();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CHILD, mode],
+  const { out, stdout, stderr: rawStderr, timedOut, wallMs } = await runDenoChild([CHILD, mode], {
     env: childEnv(),
     clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already gone */ }
-  }, timeoutMs);
-  let out: Deno.CommandOutput;
-  try {
-    out = await child.output();
-  } finally {
-    clearTimeout(timer);
-  }
-  const wallMs = performance.now() - t0;
-  const stdout = new TextDecoder().decode(out.stdout);
-  const stderr = tail(new TextDecoder().decode(out.stderr));
+    timeoutMs,
+  });
+  const stderr = tail(rawStderr);
   const fail = (what: string) => new VulkanChildError(mode, what, out.code, out.signal, stderr);
   if (timedOut) throw fail(`did not finish within ${timeoutMs / 1000} s and was killed`);
   if (out.signal) throw fail(`crashed: ended by signal ${out.signal} (exit code ${out.code})`);
