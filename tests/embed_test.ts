@@ -2,7 +2,7 @@
 // from the pinned source against the same libraries), batching, model kinds, bad input and the
 // API's contracts.
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
-import { build, fixture, runTool, THREADS } from "./helpers.ts";
+import { build, fixture, runLoggedTool, THREADS } from "./helpers.ts";
 import { cosine, devices, loadEmbedder, loadModel, LoupeError, PlacementError } from "../mod.ts";
 import { embedFixture } from "../src/fixtures_embed.ts";
 
@@ -49,26 +49,19 @@ async function reference(
   ];
   if (opts.pooling) args.push("--pooling", opts.pooling);
   if (!hasGpu) args.push("-ngl", "0");
-  // The tool's JSON is not always well formed: for rank pooling it prints the score followed by
-  // n_embd - 1 floats it never wrote (uninitialised memory: NaN, inf), and on this 2-core machine
-  // an array was sometimes cut short. Such output is run again (at most five times, said on
-  // stderr); NaN/inf become null, so a NaN in a compared component still fails the test.
-  for (let attempt = 1;; attempt++) {
-    const { stdout } = await runTool(build.tools.embedding, args);
-    const text = new TextDecoder().decode(stdout);
-    const body = text.slice(text.indexOf("{"), text.lastIndexOf("}") + 1).replace(/-?\b(nan|inf)\b/gi, "null");
-    try {
-      const data: Array<{ embedding: number[] }> = JSON.parse(body).data;
-      const widths = new Set(data.map((d) => d.embedding.length));
-      if ((opts.pooling === "none" || data.length === prompts.length) && widths.size === 1) {
-        return data.map((d) => d.embedding);
-      }
-      if (attempt >= 5) throw new Error(`llama-embedding printed ${data.length} vectors of widths ${[...widths]}`);
-    } catch (e) {
-      if (attempt >= 5) throw e;
-    }
-    console.error(`llama-embedding printed malformed output (attempt ${attempt}); running it again`);
-  }
+  // For rank pooling the tool prints the score followed by n_embd - 1 floats it never wrote
+  // (uninitialised memory: NaN, inf); they become null, so a NaN in a compared component still
+  // fails the test. Its JSON closes with "}" as the last log line (runLoggedTool: a run whose
+  // end was lost at exit is run again).
+  const text = await runLoggedTool(build.tools.embedding, args, (out) => out.trimEnd().endsWith("}"));
+  const body = text.slice(text.indexOf("{"), text.lastIndexOf("}") + 1).replace(/-?\b(nan|inf)\b/gi, "null");
+  const data: Array<{ embedding: number[] }> = JSON.parse(body).data;
+  const widths = new Set(data.map((d) => d.embedding.length));
+  assert(
+    (opts.pooling === "none" || data.length === prompts.length) && widths.size === 1,
+    `llama-embedding printed ${data.length} vectors of widths ${[...widths]}`,
+  );
+  return data.map((d) => d.embedding);
 }
 
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, tol = 1e-4) {

@@ -13,20 +13,54 @@ export async function fixture(name: FixtureName = "tiny"): Promise<string> {
 /** Threads used on both sides of a comparison. */
 export const THREADS = navigator.hardwareConcurrency;
 
-/** Runs a reference tool from the engine directory (where ggml looks for its backends). */
+/** Where and how a reference tool runs: its engine directory (default: this build's) and env. */
+export interface ToolOptions {
+  env?: Record<string, string>;
+  /** The engine directory the tool belongs to; ggml looks for its backends there. */
+  engineDir?: string;
+}
+
+/** Runs a reference tool from its engine directory (where ggml looks for its backends). */
 export async function runTool(
   tool: string,
   args: string[],
-  env: Record<string, string> = {},
+  { env = {}, engineDir = build.engineDir }: ToolOptions = {},
 ): Promise<{ stdout: Uint8Array; stderr: string }> {
-  const out = await new Deno.Command(tool, { args, cwd: build.engineDir, env, stdout: "piped", stderr: "piped" })
-    .output();
+  const out = await new Deno.Command(tool, { args, cwd: engineDir, env, stdout: "piped", stderr: "piped" }).output();
   const stderr = new TextDecoder().decode(out.stderr);
   if (!out.success) throw new Error(`${tool} failed (${out.code}): ${stderr.slice(-3000)}`);
   return { stdout: out.stdout, stderr };
 }
 
-/** Greedy continuation of `prompt` by llama.cpp's completion tool: the generated text only. */
+/**
+ * Runs a reference tool whose stdout goes through llama.cpp's common log. That log is written by
+ * a worker thread and its singleton is leaked on purpose, never flushed at exit (common/log.cpp,
+ * `common_log_main`: "this design may cause logs to be lost"), so the last lines of a run are
+ * sometimes missing. `whole` tells a complete output from a cut one; a cut one is run again, at
+ * most five times, and said on stderr.
+ */
+export async function runLoggedTool(
+  tool: string,
+  args: string[],
+  whole: (stdout: string) => boolean,
+  opts: ToolOptions = {},
+): Promise<string> {
+  for (let attempt = 1;; attempt++) {
+    const stdout = new TextDecoder().decode((await runTool(tool, args, opts)).stdout);
+    if (whole(stdout)) return stdout;
+    const name = tool.split("/").pop();
+    if (attempt >= 5) throw new Error(`${name}'s output was cut short ${attempt} times: ${JSON.stringify(stdout)}`);
+    console.error(`${name}'s output was cut short at exit (attempt ${attempt}); running it again`);
+  }
+}
+
+/** llama-completion and llama-mtmd-cli close a run with a blank line, their last log line. */
+export const closesWithBlankLine = (stdout: string) => stdout.endsWith("\n\n");
+
+/**
+ * Greedy continuation of `prompt` by llama.cpp's completion tool: the generated text only,
+ * without the blank line the tool closes with.
+ */
 export async function referenceCompletion(
   model: string,
   prompt: string,
@@ -34,24 +68,7 @@ export async function referenceCompletion(
   extra: string[] = [],
   env: Record<string, string> = {},
 ): Promise<string> {
-  const { stdout } = await runTool(build.tools.completion, [
-    "-m",
-    model,
-    "-p",
-    prompt,
-    "-n",
-    String(nPredict),
-    "--temp",
-    "0",
-    "-s",
-    "1",
-    "-t",
-    String(THREADS),
-    "-no-cnv",
-    "--no-warmup",
-    "--simple-io",
-    "--no-display-prompt",
-    ...extra,
-  ], env);
-  return new TextDecoder().decode(stdout);
+  const args = ["-m", model, "-p", prompt, "-n", String(nPredict), "--temp", "0", "-s", "1", "-t", String(THREADS)];
+  args.push("-no-cnv", "--no-warmup", "--simple-io", "--no-display-prompt", ...extra);
+  return (await runLoggedTool(build.tools.completion, args, closesWithBlankLine, { env })).slice(0, -2);
 }

@@ -9,11 +9,10 @@ const model = await loadModel(tiny, { threads: THREADS });
 for (const prompt of ["Once upon a time", "The quick brown fox jumps over"]) {
   Deno.test(`greedy generation equals llama-completion: ${JSON.stringify(prompt)}`, async () => {
     const ref = await referenceCompletion(tiny, prompt, 32);
-    assert(ref.endsWith("\n\n"), "llama-completion ends its output with a blank line");
     const r = await model.generate(prompt, { maxTokens: 32, temperature: 0 });
     assertEquals(r.stopReason, "maxTokens");
     assertEquals(r.tokens.length, 32);
-    assertEquals(r.text, ref.slice(0, -2));
+    assertEquals(r.text, ref);
   });
 }
 

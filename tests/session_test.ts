@@ -2,7 +2,7 @@
 // files, concurrency and lifetimes. One CPU thread everywhere: ggml's thread pool spins at
 // barriers, which on a busy 2-core machine is 100x slower.
 import { assert, assertEquals, assertRejects } from "./assert.ts";
-import { build, fixture, runTool } from "./helpers.ts";
+import { build, closesWithBlankLine, fixture, runLoggedTool, type ToolOptions } from "./helpers.ts";
 import {
   compareLogits,
   LOGIT_KEEP,
@@ -15,7 +15,7 @@ import {
   type ShiftRun,
 } from "./session_child.ts";
 import { loadModel, LoupeError } from "../mod.ts";
-import { ensureBuild } from "../native/build.ts";
+import { type BuildResult, ensureBuild } from "../native/build.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { NativeSession } from "../ffi/session.ts";
 import { MODEL_INTERNALS } from "../src/model.ts";
@@ -105,6 +105,14 @@ function checkLogits(r: ShiftRun, what: string): void {
   assert(l.maxDiff <= LOGIT_TOLERANCE, `${what}: logits differ by ${l.maxDiff} after the shifts`);
   assert(l.sameArgmax, `${what}: the greedy next token differs`);
   assert(l.control.maxDiff > 5 * LOGIT_TOLERANCE, `${what}: the control is not far enough: the check could not fail`);
+}
+
+/** llama-completion's own context shift over the same run, one thread, on `engine`'s tool. */
+async function referenceShift(extra: string[], opts: ToolOptions = {}, engine: BuildResult = build): Promise<string> {
+  const args = ["-m", tiny, "-p", SHIFT_PROMPT, "-n", String(SHIFT_TOKENS), "-c", String(SHIFT_CONTEXT)];
+  args.push("--context-shift", "--ignore-eos", "--temp", "0", "-s", "1", "-t", "1", ...extra);
+  args.push("-no-cnv", "--no-warmup", "--simple-io", "--no-display-prompt");
+  return (await runLoggedTool(engine.tools.completion, args, closesWithBlankLine, opts)).slice(0, -2);
 }
 
 Deno.test("a follow-up evaluates only what is new, and the timeline shows the reused tokens", async () => {
@@ -219,16 +227,8 @@ Deno.test("CPU: four context lengths with shifts, token for token as llama-compl
   checkShiftRun(r, "CPU");
   assertEquals(r.nKeep, 1, "without a system prompt the BOS token stays");
   assertEquals(r.devicesUsed, ["CPU"]);
-  const { stdout } = await runTool(build.tools.completion, [
-    ...["-m", tiny, "-p", SHIFT_PROMPT, "-n", String(SHIFT_TOKENS), "-c", String(SHIFT_CONTEXT), "--context-shift"],
-    ...["--ignore-eos", "--temp", "0", "-s", "1", "-t", "1", "-no-cnv", "--no-warmup", "--simple-io"],
-    "--no-display-prompt",
-  ]);
-  const ref = new TextDecoder().decode(stdout);
-  // llama-completion closes with a blank line; compare the text before it (it was once seen
-  // missing under heavy load, so the equality below is the check, not the blank line).
-  const refText = ref.endsWith("\n\n") ? ref.slice(0, -2) : ref;
-  assertEquals(r.text, refText, "the same text as llama.cpp's own context shift");
+  const ref = await referenceShift([]);
+  assertEquals(r.text, ref, "the same text as llama.cpp's own context shift");
 });
 
 Deno.test("CPU: after context shifts the logits equal a fresh evaluation of the kept tokens", async () => {
@@ -246,20 +246,12 @@ Deno.test("Vulkan engine with gpuLayers 0 (the reported segfault): four context 
   assertEquals(r.devicesUsed, ["CPU"]);
   // llama.cpp's own context shift on the same engine (its tool built against the Vulkan libraries)
   const vk = await ensureBuild({ variant: "vulkan", verbose: false });
-  const out = await new Deno.Command(vk.tools.completion, {
-    args: [
-      ...["-m", tiny, "-p", SHIFT_PROMPT, "-n", String(SHIFT_TOKENS), "-c", String(SHIFT_CONTEXT), "--context-shift"],
-      ...["--ignore-eos", "--temp", "0", "-s", "1", "-t", "1", "-ngl", "0", "-no-cnv", "--no-warmup", "--simple-io"],
-      "--no-display-prompt",
-    ],
-    cwd: vk.engineDir,
-    env: { GGML_VK_VISIBLE_DEVICES: "0" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert(out.success, `llama-completion (Vulkan engine) failed: ${new TextDecoder().decode(out.stderr).slice(-2000)}`);
-  const ref = new TextDecoder().decode(out.stdout);
-  assertEquals(r.text, ref.replace(/\n\n$/, ""), "the same text as llama.cpp's own context shift on this engine");
+  const ref = await referenceShift(
+    ["-ngl", "0"],
+    { env: { GGML_VK_VISIBLE_DEVICES: "0" }, engineDir: vk.engineDir },
+    vk,
+  );
+  assertEquals(r.text, ref, "the same text as llama.cpp's own context shift on this engine");
 });
 
 Deno.test("save and load: the loaded session continues exactly as the original", async () => {

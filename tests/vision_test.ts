@@ -4,7 +4,7 @@
 // fallback when a probe crashes, and placement.
 import { join } from "node:path";
 import { assert, assertEquals, assertRejects } from "./assert.ts";
-import { build, runTool, THREADS } from "./helpers.ts";
+import { build, closesWithBlankLine, runLoggedTool, THREADS } from "./helpers.ts";
 import { encodeBmp, encodeGif, encodePng, palettized, picture, pngHeader } from "./vision_images.ts";
 import { RESULT_PREFIX } from "./vision_child.ts";
 import { ensureBuild } from "../native/build.ts";
@@ -38,9 +38,9 @@ async function referenceMtmd(images: string[], prompt: string, n: number, passTh
   const args = ["-m", tinyPath, "--mmproj", projectorPath, ...images.flatMap((i) => ["--image", i])];
   args.push("-p", prompt, "-n", String(n), "--temp", "0", "-t", String(THREADS));
   if (passThrough) args.push("--jinja", "--chat-template", "{{ messages[0]['content'] }}");
-  const out = new TextDecoder().decode((await runTool(build.tools.mtmd, args)).stdout);
   // mtmd-cli prints "\n" after evaluating the prompt, then the reply, then "\n\n" at exit
-  assert(out.startsWith("\n") && out.endsWith("\n\n"), `llama-mtmd-cli's output: ${JSON.stringify(out)}`);
+  const out = await runLoggedTool(build.tools.mtmd, args, closesWithBlankLine);
+  assert(out.startsWith("\n"), `llama-mtmd-cli's output: ${JSON.stringify(out)}`);
   return out.slice(1, -2);
 }
 
