@@ -157,6 +157,24 @@ int32_t decode_tokens(loupe_ctx * c, llama_token * tokens, int32_t n, stage_stat
     return LOUPE_OK;
 }
 
+// The greedy sampler's choice for the last output: the first index of the largest logit.
+static llama_token argmax_logits(loupe_ctx * c) {
+    const float * logits = llama_get_logits_ith(c->ctx, -1);
+    if (!logits) {
+        return llama_sampler_sample(c->sampler, c->ctx, -1);  // the same error path as sampling
+    }
+    const int32_t n = llama_vocab_n_tokens(c->owner->vocab);
+    llama_token best = 0;
+    float best_logit = logits[0];
+    for (int32_t i = 1; i < n; i++) {
+        if (logits[i] > best_logit) {
+            best_logit = logits[i];
+            best = i;
+        }
+    }
+    return best;
+}
+
 void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int32_t n_tokens) {
     if (c->sampler) {
         llama_sampler_free(c->sampler);
@@ -171,6 +189,7 @@ void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int
         llama_sampler_chain_add(c->sampler,
                                 llama_sampler_init_penalties(llama_vocab_n_tokens(c->owner->vocab), p.value("repeatLastN", 64), repeat_penalty, 0.0f, 0.0f));
     }
+    c->greedy = temp <= 0.0f && repeat_penalty == 1.0f;
     if (temp <= 0.0f) {
         llama_sampler_chain_add(c->sampler, llama_sampler_init_greedy());
     } else {
@@ -391,7 +410,7 @@ int32_t loupe_gen_step(loupe_ctx * c, int32_t budget_ms, int32_t max_step_tokens
                 break;
             }
             int64_t t0 = now_us();
-            llama_token tok = llama_sampler_sample(c->sampler, c->ctx, -1);
+            llama_token tok = c->greedy ? argmax_logits(c) : llama_sampler_sample(c->sampler, c->ctx, -1);
             sample_stage.wall_us += now_us() - t0;
             sample_stage.tokens += 1;
             if (!c->ignore_eos && llama_vocab_is_eog(c->owner->vocab, tok)) {

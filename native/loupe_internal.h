@@ -138,6 +138,10 @@ struct loupe_ctx : loupe::error_holder, loupe::measured {
 
     // generation state
     llama_sampler * sampler = nullptr;
+    // Plain greedy decoding (temperature <= 0, no penalties): the token loop takes the argmax of
+    // the logits itself, the greedy sampler's choice (the first maximum) without filling and
+    // scanning a candidate array of n_vocab entries for every token.
+    bool greedy = false;
     std::vector<llama_token> prompt;
     size_t prompt_done = 0;
     bool active = false;
