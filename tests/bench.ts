@@ -25,8 +25,8 @@
  * `llama_synchronize`. Their sum is exactly the N decodes llama-bench times, which is what the
  * gated tg ratio uses. The generate call's wall time (end to end: tokenize, sampler set-up, KV
  * clear, N greedy samplings over the vocabulary, FFI round trips, JSON step output) and the
- * generation stage alone are reported beside it. Every loupe model is warmed up once before the
- * timed rounds, as llama-bench does in each process.
+ * generation stage alone are reported beside it. Each round loads every loupe model afresh and
+ * warms it up once before its timed run, as each llama-bench process does.
  *
  * Repetitions are interleaved in rounds (llama-bench, loupe tg with and without measuring,
  * loupe pp, in an order rotated each round) and summarized by medians.
@@ -86,12 +86,12 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
-function spread(xs: number[]): string {
+function spread(xs: number[], digits = 1): string {
   if (xs.length === 0) return "no samples";
   const m = median(xs);
   const lo = Math.min(...xs);
   const hi = Math.max(...xs);
-  return `median ${m.toFixed(1)}, min ${lo.toFixed(1)}, max ${hi.toFixed(1)} (±${
+  return `median ${m.toFixed(digits)}, min ${lo.toFixed(digits)}, max ${hi.toFixed(digits)} (±${
     (50 * (hi - lo) / m).toFixed(1)
   } % half-range, n=${xs.length})`;
 }
@@ -187,6 +187,10 @@ interface TgSample {
   decode: number;
   /** Sampling time per token, µs. */
   samplingUs: number;
+  /** The first decode (the prompt stage: BOS at position 0), ms. */
+  firstMs: number;
+  /** One generation-stage decode, ms. */
+  perTokenMs: number;
   /** generate() wall time outside the tokenize, prompt, generation and sampling stages, ms. */
   hostMs: number;
 }
@@ -207,6 +211,8 @@ async function loupeTg(model: Model): Promise<TgSample> {
     gen: gen.tokens / (gen.wallMs / 1000),
     decode: (prompt.tokens + gen.tokens) / ((prompt.wallMs + gen.wallMs) / 1000),
     samplingUs: sampling.wallMs * 1000 / sampling.tokens,
+    firstMs: prompt.wallMs,
+    perTokenMs: gen.wallMs / gen.tokens,
     hostMs: wallMs - tokenize.wallMs - prompt.wallMs - gen.wallMs - sampling.wallMs,
   };
 }
@@ -247,30 +253,59 @@ console.log(`reference: ${build.tools.bench}`);
 // multiple of 256, and attention only spans the used cells (padded to 256), so the KV cache size
 // does not change the work of a decode.
 const common = { threads: THREADS, batchSize: BATCH, flashAttn: FA } as const;
-const tgOn = await loadModel(modelPath, { ...common, contextSize: N_GEN, measure: true });
-const tgOff = await loadModel(modelPath, { ...common, contextSize: N_GEN, measure: false });
-const pp = await loadModel(modelPath, { ...common, contextSize: Math.max(N_PROMPT + 1, BATCH), measure: true });
-const ppPrompt = promptOfTokens(pp, N_PROMPT);
+const tgOptions = (measure: boolean) => ({ ...common, contextSize: N_GEN, measure });
+const ppOptions = { ...common, contextSize: Math.max(N_PROMPT + 1, BATCH), measure: true };
 
-const info = tgOn.info;
+/**
+ * Runs `fn` on a model loaded for it and warmed up once, then closes it: what one llama-bench
+ * process does each round (its own load, context and warmup). A model kept across rounds would
+ * keep one placement of its buffers for every sample, and two such instances were seen to
+ * differ by ±4 % from each other with identical settings.
+ */
+async function fresh<T>(
+  options: typeof ppOptions,
+  warmup: (m: Model) => Promise<unknown>,
+  fn: (m: Model) => Promise<T>,
+): Promise<T> {
+  await using m = await loadModel(modelPath, options);
+  await warmup(m);
+  return await fn(m);
+}
+
+const ppPrompt = await (async () => {
+  await using pp = await loadModel(modelPath, ppOptions);
+  const info = pp.info;
+  console.log(
+    `model: ${info.desc}, ${info.nParams.toLocaleString("en-US")} parameters (${
+      (info.nParams / 1e6).toFixed(1)
+    }M), ${(info.size / 2 ** 20).toFixed(1)} MiB`,
+  );
+  console.log(
+    `threads: ${THREADS} (loupe reports ${info.nThreads}); n_batch = n_ubatch = ${BATCH} (loupe ${info.nBatch}); ` +
+      `flash attention: ${FA}; loupe contexts: tg ${N_GEN} (+ padding), pp ${info.nCtx}`,
+  );
+  return promptOfTokens(pp, N_PROMPT);
+})();
 console.log(
-  `model: ${info.desc}, ${info.nParams.toLocaleString("en-US")} parameters (${(info.nParams / 1e6).toFixed(1)}M), ${
-    (info.size / 2 ** 20).toFixed(1)
-  } MiB`,
-);
-console.log(
-  `threads: ${THREADS} (loupe reports ${info.nThreads}); n_batch = n_ubatch = ${BATCH} (loupe ${pp.info.nBatch}); ` +
-    `flash attention: ${FA}; loupe contexts: tg ${info.nCtx}, pp ${pp.info.nCtx}`,
-);
-console.log(
-  `tg: ${N_GEN} tokens; pp: ${N_PROMPT} tokens; ${ROUNDS} interleaved rounds; load average ${loadavg()}`,
+  `tg: ${N_GEN} tokens; pp: ${N_PROMPT} tokens; ${ROUNDS} interleaved rounds, each on freshly loaded models; ` +
+    `load average ${loadavg()}`,
 );
 
-// Warmups, as llama-bench does before its repetitions.
-const warm = await tgOn.generate("", { maxTokens: N_GEN, temperature: 0, ignoreEos: true });
-await tgOff.generate("", { maxTokens: N_GEN, temperature: 0, ignoreEos: true });
-await pp.generate(ppPrompt, { maxTokens: 0 });
+// Warmups, as llama-bench does before each test: one token for tg, the whole prompt for pp.
+const tgWarmup = (m: Model) => m.generate("", { maxTokens: 1, temperature: 0 });
+const ppWarmup = (m: Model) => m.generate(ppPrompt, { maxTokens: 0 });
+const warm = await fresh(tgOptions(true), tgWarmup, (m) => m.generate("", { maxTokens: 8, temperature: 0 }));
 console.log(`loupe devices: generation ${warm.timeline.devicesUsed("generation").join(", ") || "?"}`);
+
+// JIT warm-up of loupe's own TypeScript, untimed: every loupe step of a round, three times. On a
+// cold V8, compiling and collecting on Deno's background threads took a core from ggml's two
+// spin-synchronized compute threads: the first decode of a call took 10-17 ms instead of 2-3 ms
+// for the first few calls (a notebook kernel is warm after its first cells; llama-bench is C++).
+for (let i = 0; i < 3; i++) {
+  await fresh(tgOptions(true), tgWarmup, loupeTg);
+  await fresh(tgOptions(false), tgWarmup, loupeTg);
+  await fresh(ppOptions, ppWarmup, (m) => loupePp(m, ppPrompt));
+}
 
 /** One round: one sample of every measurement. */
 interface Round {
@@ -296,10 +331,10 @@ while (all.filter(isClean).length < ROUNDS && attempts < MAX_ATTEMPTS) {
       r.refTg = b.tg;
       r.refPp = b.pp;
     },
-    async () => void (r.on = await loupeTg(tgOn)),
-    async () => void (r.off = await loupeTg(tgOff)),
+    async () => void (r.on = await fresh(tgOptions(true), tgWarmup, loupeTg)),
+    async () => void (r.off = await fresh(tgOptions(false), tgWarmup, loupeTg)),
     async () => {
-      const p = await loupePp(pp, ppPrompt);
+      const p = await fresh(ppOptions, ppWarmup, (m) => loupePp(m, ppPrompt));
       r.ppStage = p.stage;
       r.ppE2e = p.e2e;
     },
@@ -322,9 +357,6 @@ while (all.filter(isClean).length < ROUNDS && attempts < MAX_ATTEMPTS) {
 }
 Deno.stderr.writeSync(new TextEncoder().encode("\n"));
 
-await tgOn.closeAsync();
-await tgOff.closeAsync();
-await pp.closeAsync();
 
 // ---- report --------------------------------------------------------------------------------
 
@@ -441,6 +473,10 @@ console.log(
   } µs/token, other host time ${median(pick(on, "hostMs")).toFixed(2)} ms/call (measure on), ${
     median(pick(off, "hostMs")).toFixed(2)
   } ms/call (off)`,
+);
+console.log(
+  `loupe decode times (measure on): the first (prompt stage) ${spread(pick(on, "firstMs"), 2)} ms; ` +
+    `one of the generation stage ${spread(pick(on, "perTokenMs"), 2)} ms`,
 );
 console.log(
   "The gated tg ratio uses the timeline's prompt + generation stages: the same N single-token decodes " +
