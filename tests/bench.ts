@@ -276,9 +276,9 @@ const ppPrompt = await (async () => {
   await using pp = await loadModel(modelPath, ppOptions);
   const info = pp.info;
   console.log(
-    `model: ${info.desc}, ${info.nParams.toLocaleString("en-US")} parameters (${
-      (info.nParams / 1e6).toFixed(1)
-    }M), ${(info.size / 2 ** 20).toFixed(1)} MiB`,
+    `model: ${info.desc}, ${info.nParams.toLocaleString("en-US")} parameters (${(info.nParams / 1e6).toFixed(1)}M), ${
+      (info.size / 2 ** 20).toFixed(1)
+    } MiB`,
   );
   console.log(
     `threads: ${THREADS} (loupe reports ${info.nThreads}); n_batch = n_ubatch = ${BATCH} (loupe ${info.nBatch}); ` +
@@ -356,7 +356,6 @@ while (all.filter(isClean).length < ROUNDS && attempts < MAX_ATTEMPTS) {
   );
 }
 Deno.stderr.writeSync(new TextEncoder().encode("\n"));
-
 
 // ---- report --------------------------------------------------------------------------------
 
