@@ -5,27 +5,13 @@
 // Usage: LOUPE_ENGINE=vulkan GGML_VK_VISIBLE_DEVICES=0 deno run -A tests/vision_child.ts <mode>
 // Modes: lavapipe | fallback | placement (see each below).
 
+import { CHILD_THREADS, describeError } from "./vulkan_child.ts";
+
 /** Prefix of the one result line. */
 export const RESULT_PREFIX = "VISION_CHILD_RESULT ";
 
-/** CPU threads of the child's runs (one: see tests/vulkan_child.ts). */
-const THREADS = 1;
-
 function emit(result: unknown): void {
   console.log(RESULT_PREFIX + JSON.stringify(result));
-}
-
-function describe(e: unknown): Record<string, unknown> {
-  const err = e as Record<string, unknown> & Error;
-  return {
-    name: err?.name ?? null,
-    message: err?.message ?? String(e),
-    code: err?.code ?? null,
-    stage: err?.stage ?? null,
-    op: err?.op ?? null,
-    device: err?.device ?? null,
-    required: err?.required ?? null,
-  };
 }
 
 async function main(mode: string): Promise<void> {
@@ -42,12 +28,12 @@ async function main(mode: string): Promise<void> {
     // after a real probe in a grandchild process; a second load uses the remembered verdict.
     case "lavapipe": {
       const verdictFile = Deno.env.get("LOUPE_VISION_PROBES")!;
-      await using model = await loadModel(modelPath, { gpuLayers: "all", threads: THREADS, progress: false });
+      await using model = await loadModel(modelPath, { gpuLayers: "all", threads: CHILD_THREADS, progress: false });
       const first = await model.loadProjector(projectorPath);
       const verdicts = JSON.parse(await Deno.readTextFile(verdictFile));
       const r = await model.chat(messages, greedy);
       const again = await probeVisionDevice({ device: "Vulkan0", modelDevices: ["Vulkan0"], flashAttn: "auto" });
-      await using cpu = await loadModel(modelPath, { gpuLayers: 0, threads: THREADS, progress: false });
+      await using cpu = await loadModel(modelPath, { gpuLayers: 0, threads: CHILD_THREADS, progress: false });
       await cpu.loadProjector(projectorPath, { gpu: false });
       const c = await cpu.chat(messages, greedy);
       emit({
@@ -73,7 +59,7 @@ async function main(mode: string): Promise<void> {
         module: new URL("./vision_probe_fake.ts", import.meta.url).pathname,
         cacheFile: Deno.env.get("LOUPE_VISION_PROBES")!,
       };
-      await using model = await loadModel(modelPath, { gpuLayers: 0, threads: THREADS, progress: false });
+      await using model = await loadModel(modelPath, { gpuLayers: 0, threads: CHILD_THREADS, progress: false });
       const warned: string[] = [];
       const warn = console.warn;
       console.warn = (...a: unknown[]) => warned.push(a.join(" "));
@@ -88,7 +74,7 @@ async function main(mode: string): Promise<void> {
       try {
         await model.loadProjector(projectorPath, { probe, requireDevice: "Vulkan0" });
       } catch (e) {
-        required = describe(e);
+        required = describeError(e);
       }
       const after = await model.chat(messages, greedy);
       emit({
@@ -109,12 +95,12 @@ async function main(mode: string): Promise<void> {
     // requireDevice "Vulkan0" on a projector kept on the CPU fails at its measured warm-up; on
     // Vulkan0 it passes, and a call-level requirement catches the model's stages on the CPU.
     case "placement": {
-      await using model = await loadModel(modelPath, { gpuLayers: 0, threads: THREADS, progress: false });
+      await using model = await loadModel(modelPath, { gpuLayers: 0, threads: CHILD_THREADS, progress: false });
       let cpuKept: Record<string, unknown> | null = null;
       try {
         await model.loadProjector(projectorPath, { gpu: false, requireDevice: "Vulkan0" });
       } catch (e) {
-        cpuKept = { ...describe(e), isPlacementError: e instanceof (await import("../mod.ts")).PlacementError };
+        cpuKept = { ...describeError(e), isPlacementError: e instanceof (await import("../mod.ts")).PlacementError };
       }
       const p = await model.loadProjector(projectorPath, { device: "Vulkan0", requireDevice: "Vulkan0", probe: false });
       const r = await model.chat(messages, greedy);
@@ -122,7 +108,7 @@ async function main(mode: string): Promise<void> {
       try {
         await model.chat(messages, { ...greedy, requireDevice: "Vulkan0" });
       } catch (e) {
-        call = describe(e);
+        call = describeError(e);
       }
       emit({
         cpuKept,
