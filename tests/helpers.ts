@@ -1,5 +1,5 @@
 // Shared test set-up: the build, fixture models, and llama.cpp's reference tools.
-import { ensureBuild } from "../native/build.ts";
+import { type BuildResult, ensureBuild } from "../native/build.ts";
 import { fixtureModel, type FixtureName } from "../src/fixtures.ts";
 
 /** The build the tests run against (the engine variant from LOUPE_ENGINE or detected). */
@@ -13,20 +13,21 @@ export async function fixture(name: FixtureName = "tiny"): Promise<string> {
 /** Threads used on both sides of a comparison. */
 export const THREADS = navigator.hardwareConcurrency;
 
-/** Where and how a reference tool runs: its engine directory (default: this build's) and env. */
+/** How a reference tool runs: its environment, and the build it belongs to (default: this one). */
 export interface ToolOptions {
   env?: Record<string, string>;
-  /** The engine directory the tool belongs to; ggml looks for its backends there. */
-  engineDir?: string;
+  /** The build whose engine directory the tool runs from; ggml looks for its backends there. */
+  engine?: BuildResult;
 }
 
 /** Runs a reference tool from its engine directory (where ggml looks for its backends). */
 export async function runTool(
   tool: string,
   args: string[],
-  { env = {}, engineDir = build.engineDir }: ToolOptions = {},
+  { env = {}, engine = build }: ToolOptions = {},
 ): Promise<{ stdout: Uint8Array; stderr: string }> {
-  const out = await new Deno.Command(tool, { args, cwd: engineDir, env, stdout: "piped", stderr: "piped" }).output();
+  const out = await new Deno.Command(tool, { args, cwd: engine.engineDir, env, stdout: "piped", stderr: "piped" })
+    .output();
   const stderr = new TextDecoder().decode(out.stderr);
   if (!out.success) throw new Error(`${tool} failed (${out.code}): ${stderr.slice(-3000)}`);
   return { stdout: out.stdout, stderr };
@@ -57,18 +58,24 @@ export async function runLoggedTool(
 /** llama-completion and llama-mtmd-cli close a run with a blank line, their last log line. */
 export const closesWithBlankLine = (stdout: string) => stdout.endsWith("\n\n");
 
+/** Options of {@linkcode referenceCompletion}: where it runs, extra arguments, CPU threads. */
+export interface CompletionOptions extends ToolOptions {
+  extra?: string[];
+  threads?: number;
+}
+
 /**
- * Greedy continuation of `prompt` by llama.cpp's completion tool: the generated text only,
- * without the blank line the tool closes with.
+ * Greedy continuation of `prompt` by llama.cpp's completion tool (of `engine`): the generated
+ * text only, without the blank line the tool closes with.
  */
 export async function referenceCompletion(
   model: string,
   prompt: string,
   nPredict: number,
-  extra: string[] = [],
-  env: Record<string, string> = {},
+  { extra = [], threads = THREADS, ...tool }: CompletionOptions = {},
 ): Promise<string> {
-  const args = ["-m", model, "-p", prompt, "-n", String(nPredict), "--temp", "0", "-s", "1", "-t", String(THREADS)];
+  const args = ["-m", model, "-p", prompt, "-n", String(nPredict), "--temp", "0", "-s", "1", "-t", String(threads)];
   args.push("-no-cnv", "--no-warmup", "--simple-io", "--no-display-prompt", ...extra);
-  return (await runLoggedTool(build.tools.completion, args, closesWithBlankLine, { env })).slice(0, -2);
+  const engine = tool.engine ?? build;
+  return (await runLoggedTool(engine.tools.completion, args, closesWithBlankLine, tool)).slice(0, -2);
 }

@@ -2,7 +2,7 @@
 // files, concurrency and lifetimes. One CPU thread everywhere: ggml's thread pool spins at
 // barriers, which on a busy 2-core machine is 100x slower.
 import { assert, assertEquals, assertRejects } from "./assert.ts";
-import { build, closesWithBlankLine, fixture, runLoggedTool, type ToolOptions } from "./helpers.ts";
+import { type CompletionOptions, fixture, referenceCompletion } from "./helpers.ts";
 import {
   compareLogits,
   LOGIT_KEEP,
@@ -15,7 +15,7 @@ import {
   type ShiftRun,
 } from "./session_child.ts";
 import { loadModel, LoupeError } from "../mod.ts";
-import { type BuildResult, ensureBuild } from "../native/build.ts";
+import { ensureBuild } from "../native/build.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { NativeSession } from "../ffi/session.ts";
 import { MODEL_INTERNALS } from "../src/model.ts";
@@ -107,12 +107,10 @@ function checkLogits(r: ShiftRun, what: string): void {
   assert(l.control.maxDiff > 5 * LOGIT_TOLERANCE, `${what}: the control is not far enough: the check could not fail`);
 }
 
-/** llama-completion's own context shift over the same run, one thread, on `engine`'s tool. */
-async function referenceShift(extra: string[], opts: ToolOptions = {}, engine: BuildResult = build): Promise<string> {
-  const args = ["-m", tiny, "-p", SHIFT_PROMPT, "-n", String(SHIFT_TOKENS), "-c", String(SHIFT_CONTEXT)];
-  args.push("--context-shift", "--ignore-eos", "--temp", "0", "-s", "1", "-t", "1", ...extra);
-  args.push("-no-cnv", "--no-warmup", "--simple-io", "--no-display-prompt");
-  return (await runLoggedTool(engine.tools.completion, args, closesWithBlankLine, opts)).slice(0, -2);
+/** llama-completion's own context shift over the same run, one thread. */
+function referenceShift(options: CompletionOptions = {}): Promise<string> {
+  const extra = ["-c", String(SHIFT_CONTEXT), "--context-shift", "--ignore-eos", ...options.extra ?? []];
+  return referenceCompletion(tiny, SHIFT_PROMPT, SHIFT_TOKENS, { ...options, extra, threads: 1 });
 }
 
 Deno.test("a follow-up evaluates only what is new, and the timeline shows the reused tokens", async () => {
@@ -227,7 +225,7 @@ Deno.test("CPU: four context lengths with shifts, token for token as llama-compl
   checkShiftRun(r, "CPU");
   assertEquals(r.nKeep, 1, "without a system prompt the BOS token stays");
   assertEquals(r.devicesUsed, ["CPU"]);
-  const ref = await referenceShift([]);
+  const ref = await referenceShift();
   assertEquals(r.text, ref, "the same text as llama.cpp's own context shift");
 });
 
@@ -246,11 +244,7 @@ Deno.test("Vulkan engine with gpuLayers 0 (the reported segfault): four context 
   assertEquals(r.devicesUsed, ["CPU"]);
   // llama.cpp's own context shift on the same engine (its tool built against the Vulkan libraries)
   const vk = await ensureBuild({ variant: "vulkan", verbose: false });
-  const ref = await referenceShift(
-    ["-ngl", "0"],
-    { env: { GGML_VK_VISIBLE_DEVICES: "0" }, engineDir: vk.engineDir },
-    vk,
-  );
+  const ref = await referenceShift({ extra: ["-ngl", "0"], env: { GGML_VK_VISIBLE_DEVICES: "0" }, engine: vk });
   assertEquals(r.text, ref, "the same text as llama.cpp's own context shift on this engine");
 });
 

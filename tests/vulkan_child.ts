@@ -27,8 +27,8 @@ function emit(result: unknown): void {
   console.log(RESULT_PREFIX + JSON.stringify(result));
 }
 
-/** What a caught error looks like in the result. */
-function describeError(e: unknown): Record<string, unknown> {
+/** What a caught error looks like in a child's result (also tests/vision_child.ts). */
+export function describeError(e: unknown): Record<string, unknown> {
   const err = e as Record<string, unknown> & Error;
   return {
     name: err?.name ?? null,
@@ -102,7 +102,10 @@ async function main(mode: string): Promise<void> {
       for (const prompt of PROMPTS) {
         reference.push({
           prompt,
-          text: await referenceCompletion(tiny, prompt, N_PREDICT, ["-ngl", "99"], { GGML_VK_VISIBLE_DEVICES: "0" }),
+          text: await referenceCompletion(tiny, prompt, N_PREDICT, {
+            extra: ["-ngl", "99"],
+            env: { GGML_VK_VISIBLE_DEVICES: "0" },
+          }),
         });
       }
       emit({ engine: await engineInfo(), runs, reference });
