@@ -16,6 +16,7 @@ import {
 } from "./session_child.ts";
 import { loadModel, LoupeError } from "../mod.ts";
 import { ensureBuild } from "../native/build.ts";
+import { runTestChild, VULKAN_ENV } from "./child_runner.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { NativeSession } from "../ffi/session.ts";
 import { MODEL_INTERNALS } from "../src/model.ts";
@@ -27,42 +28,10 @@ const model = await loadModel(tiny, { threads: THREADS });
 const dir = await Deno.makeTempDir({ prefix: "loupe-session-" });
 const CHILD = new URL("./session_child.ts", import.meta.url).pathname;
 
-/** Environment of the Vulkan children: the Vulkan engine, with lavapipe made visible to ggml. */
-const VULKAN_ENV = { LOUPE_ENGINE: "vulkan", GGML_VK_VISIBLE_DEVICES: "0" };
-
-/**
- * Runs `tests/session_child.ts` with `env` and returns its result. A child ended by a signal (a
- * driver crash), exiting non-zero, hanging past `timeoutMs` or printing no result is a thrown
- * error carrying the end of its stderr — a failed check, never the end of this runner.
- */
+/** Runs `tests/session_child.ts` with `env` and returns its result (see tests/child_runner.ts). */
 async function runChild(args: string[], env: Record<string, string> = {}, timeoutMs = 480_000): Promise<ShiftRun> {
-  const childEnv: Record<string, string> = { ...Deno.env.toObject(), ...env, NO_COLOR: "1" };
-  if (env.LOUPE_ENGINE) {
-    delete childEnv.LOUPE_LIB; // it would override the engine
-    delete childEnv.LOUPE_ENGINE_DIR;
-  }
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CHILD, ...args],
-    env: childEnv,
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    child.kill("SIGKILL");
-  }, timeoutMs);
-  const out = await child.output().finally(() => clearTimeout(timer));
-  const stderr = new TextDecoder().decode(out.stderr).trimEnd().split("\n").slice(-15).join("\n");
-  const what = `session child ${args.join(" ")} ${JSON.stringify(env)}`;
-  if (timedOut) throw new Error(`${what} did not finish in ${timeoutMs / 1000} s; stderr:\n${stderr}`);
-  if (out.signal) throw new Error(`${what} crashed (signal ${out.signal}); stderr:\n${stderr}`);
-  if (out.code !== 0) throw new Error(`${what} failed (exit code ${out.code}); stderr:\n${stderr}`);
-  const line = new TextDecoder().decode(out.stdout).split("\n").findLast((l) => l.startsWith(RESULT_PREFIX));
-  if (!line) throw new Error(`${what} printed no result; stderr:\n${stderr}`);
-  return JSON.parse(line.slice(RESULT_PREFIX.length)) as ShiftRun;
+  const label = `session child ${args.join(" ")} ${JSON.stringify(env)}`;
+  return (await runTestChild<ShiftRun>(CHILD, args, { prefix: RESULT_PREFIX, label, env, timeoutMs })).result;
 }
 
 // The lavapipe run takes a few minutes (about 130 ms a token): it starts now and runs while the

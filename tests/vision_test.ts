@@ -7,6 +7,7 @@ import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { build, closesWithBlankLine, runLoggedTool, THREADS } from "./helpers.ts";
 import { encodeBmp, encodeGif, encodePng, palettized, picture, pngHeader } from "./vision_images.ts";
 import { RESULT_PREFIX } from "./vision_child.ts";
+import { runTestChild, VULKAN_ENV } from "./child_runner.ts";
 import { ensureBuild } from "../native/build.ts";
 import {
   fixtureProjector,
@@ -416,35 +417,13 @@ Deno.test("the probe runner reports a crashing, failing, hanging or silent child
 const CHILD = new URL("./vision_child.ts", import.meta.url).pathname;
 let vulkanBuild: ReturnType<typeof ensureBuild> | null = null;
 
+/** Runs `tests/vision_child.ts <mode>` on the Vulkan engine and returns its result (see tests/child_runner.ts). */
 async function runChild<T>(mode: string, env: Record<string, string> = {}, timeoutMs = 400_000): Promise<T> {
   vulkanBuild ??= ensureBuild({ variant: "vulkan", verbose: false });
   await vulkanBuild;
-  const childEnv: Record<string, string> = {
-    ...Deno.env.toObject(),
-    LOUPE_ENGINE: "vulkan",
-    GGML_VK_VISIBLE_DEVICES: "0",
-    NO_COLOR: "1",
-    ...env,
-  };
-  delete childEnv.LOUPE_LIB;
-  delete childEnv.LOUPE_ENGINE_DIR;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CHILD, mode],
-    env: childEnv,
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  const out = await child.output().finally(() => clearTimeout(timer));
-  const stdout = new TextDecoder().decode(out.stdout);
-  const stderr = new TextDecoder().decode(out.stderr).trimEnd().split("\n").slice(-25).join("\n");
-  const line = stdout.split("\n").findLast((l) => l.startsWith(RESULT_PREFIX));
-  if (!out.success || out.signal || line === undefined) {
-    throw new Error(`vision child "${mode}" ended with code ${out.code} (signal ${out.signal}); stderr:\n${stderr}`);
-  }
-  return JSON.parse(line.slice(RESULT_PREFIX.length)) as T;
+  const label = `vision child "${mode}"`;
+  const options = { prefix: RESULT_PREFIX, label, env: { ...VULKAN_ENV, ...env }, timeoutMs };
+  return (await runTestChild<T>(CHILD, [mode], options)).result;
 }
 
 interface LavapipeResult {

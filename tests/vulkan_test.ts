@@ -8,55 +8,16 @@ import { fixture } from "./helpers.ts";
 import { ensureBuild } from "../native/build.ts";
 import { engineInfo, loadModel, type Stage } from "../mod.ts";
 import { CHILD_THREADS, N_PREDICT, PROMPTS, RESULT_PREFIX } from "./vulkan_child.ts";
-import { runDenoChild } from "../src/child.ts";
+import { ChildError, runTestChild, VULKAN_ENV } from "./child_runner.ts";
 
 const CHILD = new URL("./vulkan_child.ts", import.meta.url).pathname;
-
-/** Environment of every Vulkan child: the Vulkan engine, with lavapipe made visible to ggml. */
-export const VULKAN_ENV: Record<string, string> = { LOUPE_ENGINE: "vulkan", GGML_VK_VISIBLE_DEVICES: "0" };
-
-/** A child that crashed, failed, hung or printed no result. */
-export class VulkanChildError extends Error {
-  /** The child's mode. */
-  readonly mode: string;
-  /** Exit code (128 + signal number when a signal ended it). */
-  readonly code: number;
-  /** The signal that ended it, if any. */
-  readonly signal: Deno.Signal | null;
-  /** The last lines of its stderr. */
-  readonly stderrTail: string;
-
-  /** Creates the error. */
-  constructor(mode: string, what: string, code: number, signal: Deno.Signal | null, stderrTail: string) {
-    super(`Vulkan child "${mode}" ${what}; its stderr ends with:\n${stderrTail || "(nothing)"}`);
-    this.name = "VulkanChildError";
-    this.mode = mode;
-    this.code = code;
-    this.signal = signal;
-    this.stderrTail = stderrTail;
-  }
-}
-
-function tail(text: string, lines = 25, chars = 3000): string {
-  // deno-lint-ignore no-control-regex
-  const plain = text.replace(/\x1b\[[0-9;]*m/g, "").trimEnd();
-  return plain.split("\n").slice(-lines).join("\n").slice(-chars);
-}
-
-/** This process's environment for a child: LOUPE_LIB would override the engine, so it goes. */
-function childEnv(): Record<string, string> {
-  const env = Deno.env.toObject();
-  delete env.LOUPE_LIB;
-  delete env.LOUPE_ENGINE_DIR;
-  return { ...env, ...VULKAN_ENV, NO_COLOR: "1" };
-}
 
 /** The Vulkan build, made once here so the children never race to build it. */
 let vulkanBuild: ReturnType<typeof ensureBuild> | null = null;
 
 /**
  * Runs `deno run -A tests/vulkan_child.ts <mode>` with {@linkcode VULKAN_ENV} and returns the JSON
- * of its result line. Throws a {@linkcode VulkanChildError} when the child is ended by a signal,
+ * of its result line. Throws a {@linkcode ChildError} when the child is ended by a signal,
  * exits non-zero, outlives `timeoutMs` (it is then killed) or prints no result line.
  */
 export async function runChild<T>(
@@ -70,26 +31,12 @@ export async function runChild<T>(
     const ms = performance.now() - t0;
     if (ms > 1000) log(`the Vulkan engine and libloupe were fetched and built in ${(ms / 1000).toFixed(0)} s`);
   }
-  const timeoutMs = options.timeoutMs ?? 300_000;
-  const { out, stdout, stderr: rawStderr, timedOut, wallMs } = await runDenoChild([CHILD, mode], {
-    env: childEnv(),
-    clearEnv: true,
-    timeoutMs,
+  return await runTestChild<T>(CHILD, [mode], {
+    prefix: RESULT_PREFIX,
+    label: `Vulkan child "${mode}"`,
+    env: VULKAN_ENV,
+    timeoutMs: options.timeoutMs ?? 300_000,
   });
-  const stderr = tail(rawStderr);
-  const fail = (what: string) => new VulkanChildError(mode, what, out.code, out.signal, stderr);
-  if (timedOut) throw fail(`did not finish within ${timeoutMs / 1000} s and was killed`);
-  if (out.signal) throw fail(`crashed: ended by signal ${out.signal} (exit code ${out.code})`);
-  if (out.code !== 0) throw fail(`failed: exit code ${out.code}`);
-  const line = stdout.split("\n").findLast((l) => l.startsWith(RESULT_PREFIX));
-  if (line === undefined) {
-    throw fail(`exited 0 without a result line (stdout ends with: ${JSON.stringify(tail(stdout, 5, 500))})`);
-  }
-  try {
-    return { result: JSON.parse(line.slice(RESULT_PREFIX.length)) as T, wallMs };
-  } catch (e) {
-    throw fail(`printed a result line that is not JSON (${(e as Error).message})`);
-  }
 }
 
 /** Index of the first difference of two token lists, or -1. */
@@ -112,20 +59,20 @@ const MUL_MAT_PER_LAYER = 7;
 
 Deno.test("the runner reports a crashing, failing, hanging or silent child as a failed check", async () => {
   const opts = { timeoutMs: 60_000, build: false };
-  const segv = await assertRejects(() => runChild("crash", opts), VulkanChildError, "crashed: ended by signal SIGSEGV");
+  const segv = await assertRejects(() => runChild("crash", opts), ChildError, "crashed: ended by signal SIGSEGV");
   assertEquals(segv.signal, "SIGSEGV");
   assertEquals(segv.code, 139);
   assert(segv.stderrTail.includes("about to read the null page"), "the stderr tail is in the report");
   assert(segv.message.includes("about to read the null page"), "and in the message");
-  const abrt = await assertRejects(() => runChild("abort", opts), VulkanChildError, "signal SIGABRT");
+  const abrt = await assertRejects(() => runChild("abort", opts), ChildError, "signal SIGABRT");
   assertEquals(abrt.code, 134);
-  const exit = await assertRejects(() => runChild("exit", opts), VulkanChildError, "failed: exit code 139");
+  const exit = await assertRejects(() => runChild("exit", opts), ChildError, "failed: exit code 139");
   assertEquals(exit.signal, null);
   assert(exit.message.includes("exiting with code 139 on purpose"));
-  const thrown = await assertRejects(() => runChild("throw", opts), VulkanChildError, "exit code 1");
+  const thrown = await assertRejects(() => runChild("throw", opts), ChildError, "exit code 1");
   assert(thrown.message.includes("thrown on purpose"), thrown.message);
-  await assertRejects(() => runChild("silent", opts), VulkanChildError, "without a result line");
-  const hang = await assertRejects(() => runChild("hang", { ...opts, timeoutMs: 1500 }), VulkanChildError, "killed");
+  await assertRejects(() => runChild("silent", opts), ChildError, "without a result line");
+  const hang = await assertRejects(() => runChild("hang", { ...opts, timeoutMs: 1500 }), ChildError, "killed");
   assertEquals(hang.signal, "SIGKILL");
   log(`a crash is reported as:\n${segv.message}`);
 });
