@@ -116,6 +116,9 @@ loupe_embedder * make_embedder(loupe_model * m, const json & p, std::string & er
     if (seq_max == 0) {
         seq_max = seq_limit;
     }
+    // A batch of n_ctx tokens holds at most n_ctx sequences, and llama.cpp reserves one output
+    // per sequence within n_batch (= n_ctx): more would fail its assertion and abort the process.
+    seq_max = std::min(seq_max, n_ctx);
 
     llama_context_params cp = llama_context_default_params();
     // One batch is one graph: the encoder of a non-causal model cannot split a batch anyway.

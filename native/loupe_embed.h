@@ -15,7 +15,7 @@ typedef struct loupe_embedder loupe_embedder;
 // Creates an embedding context on a loaded model (load the model with
 // {"defaultContext": false} to skip the generation context). params_json:
 //   {contextSize (longest sequence and largest batch in tokens; 0 = min(training context, 4096)),
-//    seqMax (sequences per batch; 0 = llama_max_parallel_sequences()),
+//    seqMax (sequences per batch; 0 = llama_max_parallel_sequences(); at most contextSize),
 //    pooling: "model" | "none" | "mean" | "cls" | "last" | "rank",
 //    threads, threadsBatch, flashAttn: "auto"|"on"|"off", measure}
 // The KV cache (decoder models) is unified across sequences. nonblocking.

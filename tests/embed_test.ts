@@ -247,6 +247,21 @@ Deno.test("a text longer than the context is a typed error naming it, or cut wit
   assertClose([cutPair], [wholePair], "a cut pair keeps its closing [SEP]");
 });
 
+Deno.test("a context smaller than the sequence limit (256) loads and embeds, one text per token at most", async () => {
+  // llama.cpp asserts (aborting the process) when a context reserves more sequences than it has
+  // tokens; loupe caps the sequences per batch at the context size.
+  const texts = ["one", "two words", "three words here", "four", "five", "six"];
+  const reference = await bert.embed(texts);
+  for (const contextSize of [1, 4, 64]) {
+    await using small = await loadEmbedder(bertPath, { threads: THREADS, contextSize });
+    assertEquals(small.info.maxSequences, contextSize);
+    const got = await small.embed(texts, { truncate: true });
+    assertEquals(got.length, texts.length);
+    // Every text fits in 64 tokens: the same vectors as the default context gives.
+    if (contextSize === 64) got.forEach((v, i) => assertClose(v, reference[i], `text ${i}, contextSize 64`));
+  }
+});
+
 Deno.test("normalisation options and cosine", async () => {
   const [raw] = await bert.embed(["normalise me"], { normalize: "none" });
   const [l2] = await bert.embed(["normalise me"]);
