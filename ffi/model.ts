@@ -92,6 +92,48 @@ export class NativeModel {
     throw new NativeError(Status.INTERNAL, "tokenization did not converge on a buffer size");
   }
 
+  /**
+   * Tokenizes many texts in one native call: their tokens back to back and each text's count.
+   * Lone surrogates become U+FFFD, as in {@linkcode tokenize}.
+   */
+  tokenizeMany(
+    texts: readonly string[],
+    addSpecial: boolean,
+    parseSpecial: boolean,
+  ): { tokens: Int32Array; lengths: Int32Array } {
+    const encoder = new TextEncoder();
+    let room = 0;
+    for (const t of texts) room += t.length * 3; // UTF-8 bytes per UTF-16 unit: at most 3
+    if (room > 0x7fffffff) throw new NativeError(Status.INVALID, "the texts are larger than 2 GiB together");
+    const bytes = new Uint8Array(room);
+    const offsets = new Int32Array(texts.length + 1);
+    let at = 0;
+    texts.forEach((t, i) => {
+      at += encoder.encodeInto(t, bytes.subarray(at)).written;
+      offsets[i + 1] = at;
+    });
+    const lengths = new Int32Array(texts.length);
+    let cap = at + 4 * texts.length + 8;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const out = new Int32Array(cap);
+      const n = this.#api.loupe_tokenize_many(
+        this.#handle(),
+        bytes,
+        offsets,
+        texts.length,
+        addSpecial ? 1 : 0,
+        parseSpecial ? 1 : 0,
+        out,
+        cap,
+        lengths,
+      );
+      if (n === -2147483648) throw new NativeError(Status.INVALID, lastError(this.#api));
+      if (n >= 0) return { tokens: out.subarray(0, n), lengths };
+      cap = -n;
+    }
+    throw new NativeError(Status.INTERNAL, "tokenization did not converge on a buffer size");
+  }
+
   /** Turns tokens into text. */
   detokenize(tokens: Int32Array, removeSpecial: boolean, unparseSpecial: boolean): string {
     let cap = tokens.length * 8 + 16;

@@ -55,6 +55,23 @@ export const symbols = {
     ],
     result: "i32",
   },
+  // int32_t loupe_tokenize_many(loupe_model * model, const char * text, const int32_t * offsets, int32_t n,
+  //                             int32_t add_special, int32_t parse_special, int32_t * out, int32_t cap,
+  //                             int32_t * lengths)
+  loupe_tokenize_many: {
+    parameters: [
+      "pointer", /* loupe_model * model */
+      "buffer", /* const char * text */
+      "buffer", /* const int32_t * offsets */
+      "i32", /* int32_t n */
+      "i32", /* int32_t add_special */
+      "i32", /* int32_t parse_special */
+      "buffer", /* int32_t * out */
+      "i32", /* int32_t cap */
+      "buffer", /* int32_t * lengths */
+    ],
+    result: "i32",
+  },
   // int32_t loupe_detokenize(loupe_model * model, const int32_t * tokens, int32_t n,
   //                          int32_t remove_special, int32_t unparse_special, char * out, int32_t cap)
   loupe_detokenize: {

@@ -609,6 +609,48 @@ int32_t loupe_tokenize(loupe_model * m, const char * text, int32_t len, int32_t 
     return rc;
 }
 
+int32_t loupe_tokenize_many(loupe_model * m, const char * text, const int32_t * offsets, int32_t n,
+                            int32_t add_special, int32_t parse_special, int32_t * out, int32_t cap,
+                            int32_t * lengths) {
+    if (!m || !m->vocab || n < 0 || !offsets || (n > 0 && !lengths) || cap < 0 || (!out && cap > 0) ||
+        offsets[0] != 0) {
+        fail(LOUPE_ERR_INVALID, "invalid arguments to loupe_tokenize_many");
+        return INT32_MIN;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        if (offsets[i + 1] < offsets[i]) {
+            fail(LOUPE_ERR_INVALID, "loupe_tokenize_many: offset " + std::to_string(i + 1) + " is below offset " +
+                                        std::to_string(i));
+            return INT32_MIN;
+        }
+    }
+    if (!text && offsets[n] > 0) {
+        fail(LOUPE_ERR_INVALID, "loupe_tokenize_many: no text for non-empty offsets");
+        return INT32_MIN;
+    }
+    return guarded(m, [&]() -> int32_t {
+        int64_t total = 0;
+        for (int32_t i = 0; i < n; i++) {
+            // Past the end of `out` only the count is wanted (llama_tokenize returns -count).
+            int32_t room = total < cap ? (int32_t) (cap - total) : 0;
+            int32_t rc = llama_tokenize(m->vocab, text ? text + offsets[i] : "", offsets[i + 1] - offsets[i],
+                                        room > 0 ? out + total : nullptr, room, add_special != 0,
+                                        parse_special != 0);
+            if (rc == INT32_MIN) {
+                fail(LOUPE_ERR_INVALID, "text " + std::to_string(i) + " has too many tokens to count");
+                return INT32_MIN;
+            }
+            lengths[i] = rc < 0 ? -rc : rc;
+            total += lengths[i];
+            if (total > INT32_MAX) {
+                fail(LOUPE_ERR_INVALID, "the texts have more than 2^31 tokens together");
+                return INT32_MIN;
+            }
+        }
+        return total <= cap ? (int32_t) total : (int32_t) -total;
+    });
+}
+
 int32_t loupe_detokenize(loupe_model * m, const int32_t * tokens, int32_t n, int32_t remove_special,
                          int32_t unparse_special, char * out, int32_t cap) {
     if (!m || !m->vocab || n < 0 || (!tokens && n > 0)) {

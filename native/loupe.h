@@ -96,6 +96,17 @@ void loupe_model_free(loupe_model * model);
 int32_t loupe_tokenize(loupe_model * model, const char * text, int32_t len, int32_t add_special,
                        int32_t parse_special, int32_t * out, int32_t cap);
 
+// Tokenizes `n` UTF-8 texts stored back to back in `text`: text i is the bytes from
+// offsets[i] to offsets[i + 1] (`offsets` has n + 1 non-decreasing entries from 0). Writes their
+// tokens back to back into `out` (capacity `cap`) and each text's token count into `lengths`
+// (n entries), as n calls of loupe_tokenize would, in one call: many short texts (an embedding
+// batch) cost one FFI crossing instead of n. Runs on the calling thread, as loupe_tokenize.
+// Returns the total number of tokens, or -(needed) when cap is too small (`lengths` is then
+// filled all the same), or INT32_MIN on error.
+int32_t loupe_tokenize_many(loupe_model * model, const char * text, const int32_t * offsets, int32_t n,
+                            int32_t add_special, int32_t parse_special, int32_t * out, int32_t cap,
+                            int32_t * lengths);
+
 // Turns tokens into UTF-8 text in `out` (capacity `cap`), without NUL.
 // Returns the byte count, or -(needed) when cap is too small, or INT32_MIN on error
 // (e.g. a token id out of range).

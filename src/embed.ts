@@ -586,44 +586,53 @@ export class Embedder {
     const native = this.#owned.model;
     const max = this.info.maxTokens;
     const addSpecial = options.addSpecial ?? true;
-    const tok = (text: string, special: boolean, parse: boolean) => {
+    // Every text (or query-document prompt) in one native call: one FFI crossing, not one per text.
+    const many = (list: readonly string[], special: boolean, parse: boolean): Int32Array[] => {
+      let r: { tokens: Int32Array; lengths: Int32Array };
       try {
-        return native.tokenize(text, special, parse);
+        r = native.tokenizeMany(list, special, parse);
       } catch (e) {
         throw wrap(e, `${what}: cannot tokenize`);
       }
+      let at = 0;
+      return Array.from(r.lengths, (n) => r.tokens.subarray(at, at += n));
     };
+    const tok = (text: string, special: boolean, parse: boolean) => many([text], special, parse)[0];
     // Special tokens the tokenizer closes a text with (kept when a text is cut).
     const closing: number[] = [];
     if (this.#native.addEos && this.#native.eos >= 0) closing.push(this.#native.eos);
     if (this.#native.addSep && this.#native.sep >= 0) closing.push(this.#native.sep);
-    let queryTokens: Int32Array | null = null;
     const template = this.#native.rerankTemplate;
-    if (query !== undefined && template === null) queryTokens = tok(query, true, false);
+    let tokenized: Int32Array[];
+    // How many tokens at the end of each text's tokens must survive truncation.
+    let tailOf: (t: Int32Array) => number;
+    if (query === undefined) {
+      tokenized = many(texts, addSpecial, options.parseSpecial ?? false);
+      tailOf = (t) => addSpecial ? closingLength(t, closing) : 0;
+    } else if (template !== null) {
+      // llama.cpp's examples/embedding: the template's text, tokenized with special tokens read.
+      const fill = (text: string) => template.replaceAll("{query}", query).replaceAll("{document}", text);
+      tokenized = many(texts.map(fill), true, true);
+      const after = template.slice(template.lastIndexOf("{document}") + "{document}".length);
+      const afterLength = tok(after.replaceAll("{query}", query), false, true).length;
+      tailOf = (t) => Math.min(t.length, afterLength) + closingLength(t, closing);
+    } else {
+      // query [EOS] [SEP] document [EOS] [SEP], as llama.cpp joins a pair without a template.
+      const queryTokens = tok(query, true, false);
+      tokenized = many(texts, false, false).map((doc) => {
+        const t = new Int32Array(queryTokens.length + doc.length + closing.length);
+        t.set(queryTokens);
+        t.set(doc, queryTokens.length);
+        t.set(closing, queryTokens.length + doc.length);
+        return t;
+      });
+      tailOf = () => closing.length;
+    }
     const seqs: Int32Array[] = [];
     const truncated: boolean[] = [];
     for (const [i, text] of texts.entries()) {
-      let t: Int32Array;
-      let tail = 0;
-      if (query === undefined) {
-        t = tok(text, addSpecial, options.parseSpecial ?? false);
-        if (addSpecial) tail = closingLength(t, closing);
-      } else if (template !== null) {
-        // llama.cpp's examples/embedding: the template's text, tokenized with special tokens read.
-        const prompt = template.replaceAll("{query}", query).replaceAll("{document}", text);
-        t = tok(prompt, true, true);
-        const after = template.slice(template.lastIndexOf("{document}") + "{document}".length);
-        tail = Math.min(t.length, tok(after.replaceAll("{query}", query), false, true).length) +
-          closingLength(t, closing);
-      } else {
-        // query [EOS] [SEP] document [EOS] [SEP], as llama.cpp joins a pair without a template.
-        const doc = tok(text, false, false);
-        t = new Int32Array(queryTokens!.length + doc.length + closing.length);
-        t.set(queryTokens!);
-        t.set(doc, queryTokens!.length);
-        t.set(closing, queryTokens!.length + doc.length);
-        tail = closing.length;
-      }
+      let t = tokenized[i];
+      let tail = tailOf(t);
       if (t.length === 0) {
         throw new LoupeError("INVALID_ARGUMENT", `${what}: text ${i} is empty (it has no tokens)`);
       }

@@ -441,6 +441,28 @@ export class Model {
     }
   }
 
+  /**
+   * Tokenizes many texts in one native call (cheaper than one `tokenize` per text when they
+   * are many and short); the result is what `tokenize` gives for each, in order.
+   */
+  tokenizeMany(texts: readonly string[], options: TokenizeOptions = {}): number[][] {
+    this.#assertOpen();
+    if (!Array.isArray(texts) || texts.some((t) => typeof t !== "string")) {
+      throw new LoupeError("INVALID_ARGUMENT", "Cannot tokenize: the texts must be an array of strings");
+    }
+    try {
+      const { tokens, lengths } = this.#native.tokenizeMany(
+        texts,
+        options.addSpecial ?? true,
+        options.parseSpecial ?? false,
+      );
+      let at = 0;
+      return Array.from(lengths, (n) => Array.from(tokens.subarray(at, at += n)));
+    } catch (e) {
+      throw wrap(e, "Cannot tokenize");
+    }
+  }
+
   /** Turns token ids back into text. */
   detokenize(tokens: ArrayLike<number>, options: { removeSpecial?: boolean; unparseSpecial?: boolean } = {}): string {
     this.#assertOpen();

@@ -1,8 +1,8 @@
 // Tokenizer results equal llama.cpp's own test vectors (models/ggml-vocab-*.gguf.inp/.out in the
 // pinned source), read the way tests/test-tokenizer-0.cpp reads them (no special tokens added).
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { ensureSource } from "../native/build.ts";
-import { loadModel } from "../mod.ts";
+import { loadModel, LoupeError } from "../mod.ts";
 import { join } from "node:path";
 
 const src = await ensureSource(false);
@@ -46,5 +46,23 @@ for (const vocab of vocabs) {
       }
     }
     assertEquals(mismatches, []);
+    // The same cases in one batch call (the embedder's path): each text's tokens, in order.
+    const batch = model.tokenizeMany(cases.map((c) => c.text), { addSpecial: false, parseSpecial: false });
+    assertEquals(batch, cases.map((c) => c.tokens));
   });
 }
+
+Deno.test("tokenizeMany equals one tokenize per text, special tokens and edge cases included", async () => {
+  await using model = await loadModel(join(modelsDir, "ggml-vocab-bert-bge.gguf"), { vocabOnly: true });
+  const texts = ["", "hello world", "[SEP] is special", "a\u0000b", "lone \ud800 surrogate", "héllo wörld ".repeat(300)];
+  for (const addSpecial of [true, false]) {
+    for (const parseSpecial of [true, false]) {
+      const one = texts.map((t) => model.tokenize(t, { addSpecial, parseSpecial }));
+      assertEquals(model.tokenizeMany(texts, { addSpecial, parseSpecial }), one);
+    }
+  }
+  assertEquals(model.tokenizeMany([]), []);
+  assert(model.tokenizeMany(["[SEP]"], { parseSpecial: true })[0].length < model.tokenizeMany(["[SEP]"])[0].length);
+  const err = assertThrows(() => model.tokenizeMany("text" as unknown as string[]), LoupeError);
+  assertEquals(err.code, "INVALID_ARGUMENT");
+});
