@@ -343,6 +343,7 @@ int32_t loupe_embed_run(loupe_embedder * e, float * out, int32_t out_cap) {
     if (!e || !e->ctx) {
         return fail(LOUPE_ERR_STATE, "embedder is NULL");
     }
+    loupe::idle_on_return idle{ e->threads };  // no worker spinning while the host reads the results
     return guarded(e, [&]() -> int32_t {
         if (!e->prepared) {
             return e->set_error(LOUPE_ERR_STATE, "no run was prepared with loupe_embed_begin");

@@ -326,6 +326,7 @@ int32_t loupe_gen_step(loupe_ctx * c, int32_t budget_ms, int32_t max_step_tokens
     if (!c || !c->ctx) {
         return fail(LOUPE_ERR_STATE, "context is NULL");
     }
+    loupe::idle_on_return idle{ c->threads };  // no worker spinning while the host handles the step
     return guarded(c, [&]() -> int32_t {
         if (c->done) {
             return 1;

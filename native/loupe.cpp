@@ -321,6 +321,27 @@ void cpu_threadpool::attach(llama_context * ctx, int n_threads, int n_threads_ba
     if (pool && pool_batch) {
         llama_attach_threadpool(ctx, pool, pool_batch);
     }
+    // ggml_threadpool_pause is exported by the CPU backend's library but not offered through
+    // its registry: look it up in the library that holds ggml_threadpool_new.
+    Dl_info where{};
+    if (dladdr((void *) new_fn, &where) && where.dli_fname) {
+        if (void * lib = dlopen(where.dli_fname, RTLD_NOW | RTLD_NOLOAD)) {
+            pause_fn = (void (*)(ggml_threadpool *)) dlsym(lib, "ggml_threadpool_pause");
+            dlclose(lib);  // drops the reference dlopen took; the backend keeps its own
+        }
+    }
+}
+
+void cpu_threadpool::idle() {
+    if (!pause_fn) {
+        return;
+    }
+    if (pool) {
+        pause_fn(pool);
+    }
+    if (pool_batch && pool_batch != pool) {
+        pause_fn(pool_batch);
+    }
 }
 
 cpu_threadpool::~cpu_threadpool() {

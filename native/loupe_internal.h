@@ -109,10 +109,21 @@ struct cpu_threadpool {
     ggml_threadpool * pool = nullptr;
     ggml_threadpool * pool_batch = nullptr;
     void (*free_fn)(ggml_threadpool *) = nullptr;
+    void (*pause_fn)(ggml_threadpool *) = nullptr;
 
     // Creates the pools and attaches them; does nothing when the CPU backend lacks the entry points.
     void attach(llama_context * ctx, int n_threads, int n_threads_batch);
+    // Puts the workers to sleep at once instead of letting them spin for the next graph (ggml
+    // resumes a paused pool when it starts one). Call when a native call returns to the host:
+    // a worker still spinning would take a core from the host's own work between calls.
+    void idle();
     ~cpu_threadpool();
+};
+
+// Idles a threadpool when a native call returns to the host, however it returns.
+struct idle_on_return {
+    cpu_threadpool & pool;
+    ~idle_on_return() { pool.idle(); }
 };
 
 // Sets what every context shares from JSON params: threads, threadsBatch, flashAttn, and the

@@ -367,6 +367,7 @@ int32_t loupe_session_save(loupe_ctx * c, const char * path, const char * meta_j
     if (!path) {
         return c->set_error(LOUPE_ERR_INVALID, "path is NULL");
     }
+    loupe::idle_on_return idle{ c->threads };  // it may evaluate a token
     return guarded(c, [&]() -> int32_t {
         json meta = json::parse(meta_json ? meta_json : "null");
         if (c->shift_unsettled && !c->history.empty()) {

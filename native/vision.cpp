@@ -801,6 +801,7 @@ int32_t loupe_vision_prefill(loupe_ctx * c, loupe_projector * p, const char * pr
     if (!c || !c->ctx) {
         return p->set_error(LOUPE_ERR_STATE, "context is NULL");
     }
+    loupe::idle_on_return idle{ c->threads };  // no worker spinning while the host handles the result
     return guarded(p, [&]() -> int32_t {
         if (!p->mctx) {
             return p->set_error(LOUPE_ERR_STATE, "projector is not loaded");

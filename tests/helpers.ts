@@ -13,6 +13,33 @@ export async function fixture(name: FixtureName = "tiny"): Promise<string> {
 /** Threads used on both sides of a comparison. */
 export const THREADS = navigator.hardwareConcurrency;
 
+/**
+ * Compiles a C driver of native/tests/ against libloupe (and the engine, found at run time
+ * through rpaths) into `dir`; returns the executable's path.
+ */
+export async function compileDriver(name: string, dir: string): Promise<string> {
+  const driver = `${dir}/${name}`;
+  const src = new URL(`../native/tests/${name}.c`, import.meta.url).pathname;
+  const libDir = build.library.slice(0, build.library.lastIndexOf("/"));
+  const cc = await new Deno.Command("gcc", {
+    args: [
+      "-O1",
+      "-g",
+      "-Wall",
+      src,
+      "-o",
+      driver,
+      build.library,
+      "-lpthread",
+      `-Wl,-rpath,${libDir}`,
+      `-Wl,-rpath,${build.engineDir}`,
+    ],
+    stderr: "piped",
+  }).output();
+  if (!cc.success) throw new Error(`${name}.c does not compile: ${new TextDecoder().decode(cc.stderr)}`);
+  return driver;
+}
+
 /** How a reference tool runs: its environment, and the build it belongs to (default: this one). */
 export interface ToolOptions {
   env?: Record<string, string>;

@@ -1,7 +1,7 @@
 // Lifetimes: 200 load/generate/close cycles keep resident memory flat, and one full cycle of the
 // C ABI is clean under valgrind's leak checker (a small C driver, native/tests/leak_driver.c).
 import { assert, assertEquals } from "./assert.ts";
-import { build, fixture } from "./helpers.ts";
+import { build, compileDriver, fixture } from "./helpers.ts";
 import { RESULT_PREFIX } from "./lifetime_child.ts";
 import { join } from "node:path";
 
@@ -65,24 +65,7 @@ Deno.test({
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "loupe-leak-" });
     try {
-      const driver = join(dir, "leak_driver");
-      const src = new URL("../native/tests/leak_driver.c", import.meta.url).pathname;
-      const libDir = build.library.slice(0, build.library.lastIndexOf("/"));
-      const cc = await new Deno.Command("gcc", {
-        args: [
-          "-O1",
-          "-g",
-          "-Wall",
-          src,
-          "-o",
-          driver,
-          build.library,
-          `-Wl,-rpath,${libDir}`,
-          `-Wl,-rpath,${build.engineDir}`,
-        ],
-        stderr: "piped",
-      }).output();
-      assert(cc.success, `the driver does not compile: ${new TextDecoder().decode(cc.stderr)}`);
+      const driver = await compileDriver("leak_driver", dir);
       const out = await new Deno.Command("valgrind", {
         args: [
           "--leak-check=full",
