@@ -28,10 +28,14 @@
  * generation stage alone are reported beside it. Each round loads every loupe model afresh and
  * warms it up once before its timed run, as each llama-bench process does.
  *
- * Repetitions are interleaved in rounds (llama-bench, loupe tg with and without measuring,
+ * Each llama-bench process runs llama-bench's default 5 repetitions of each test and each fresh
+ * loupe model the same 5 generate() calls: one sample of a round is their mean, as llama-bench's
+ * own avg_ts (one tg128 repetition alone varies by ±10 % on two cores).
+ *
+ * Samples are interleaved in rounds (llama-bench, loupe tg with and without measuring,
  * loupe pp, in an order rotated each round) and summarized by medians.
  *
- * CLI: `deno task bench [--quick] [--rounds=N] [--tokens=N] [--fa=auto|on|off]`
+ * CLI: `deno task bench [--quick] [--rounds=N] [--reps=N] [--tokens=N] [--fa=auto|on|off]`
  *
  * @module
  */
@@ -59,6 +63,8 @@ function intFlag(name: string, fallback: number): number {
 const QUICK = Deno.args.includes("--quick");
 /** Tokens generated per tg repetition (llama-bench's default tg is 128). */
 const N_GEN = intFlag("tokens", QUICK ? 16 : 128);
+/** Repetitions per llama-bench process and per fresh loupe model (llama-bench's default is 5); a sample is their mean. */
+const REPS = intFlag("reps", QUICK ? 1 : 5);
 /** Prompt tokens per pp repetition. */
 const N_PROMPT = QUICK ? 128 : 512;
 /** n_batch = n_ubatch on both sides. */
@@ -84,6 +90,18 @@ function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+function mean(xs: number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
+}
+
+/** Runs `fn` REPS times and averages each numeric field of its results (as llama-bench averages its repetitions). */
+async function repeated<T extends { [K in keyof T]: number }>(fn: () => Promise<T>): Promise<T> {
+  const runs: T[] = [];
+  for (let i = 0; i < REPS; i++) runs.push(await fn());
+  const keys = Object.keys(runs[0]) as (keyof T)[];
+  return Object.fromEntries(keys.map((k) => [k, mean(runs.map((r) => r[k]))])) as T;
 }
 
 function spread(xs: number[], digits = 1): string {
@@ -143,7 +161,7 @@ interface BenchEntry {
   samples_ns: number[];
 }
 
-/** One llama-bench process: one repetition of ppN_PROMPT and one of tgN_GEN (each after its own warmup). */
+/** One llama-bench process: REPS repetitions of ppN_PROMPT and of tgN_GEN (each test after its own warmup); its mean tok/s. */
 async function runLlamaBench(model: string): Promise<{ pp: number; tg: number }> {
   const { stdout } = await runTool(build.tools.bench, [
     "-m",
@@ -161,7 +179,7 @@ async function runLlamaBench(model: string): Promise<{ pp: number; tg: number }>
     "-fa",
     FA,
     "-r",
-    "1",
+    String(REPS),
     "-o",
     "json",
   ]);
@@ -175,7 +193,7 @@ async function runLlamaBench(model: string): Promise<{ pp: number; tg: number }>
       throw new Error(`llama-bench ran with other settings than asked: ${JSON.stringify(e)}`);
     }
   }
-  return { pp: median(pp.samples_ts), tg: median(tg.samples_ts) };
+  return { pp: mean(pp.samples_ts), tg: mean(tg.samples_ts) };
 }
 
 interface TgSample {
@@ -287,7 +305,8 @@ const ppPrompt = await (async () => {
   return promptOfTokens(pp, N_PROMPT);
 })();
 console.log(
-  `tg: ${N_GEN} tokens; pp: ${N_PROMPT} tokens; ${ROUNDS} interleaved rounds, each on freshly loaded models; ` +
+  `tg: ${N_GEN} tokens; pp: ${N_PROMPT} tokens; ${ROUNDS} interleaved rounds, each on freshly loaded models ` +
+    `with ${REPS} repetitions per sample; ` +
     `load average ${loadavg()}`,
 );
 
@@ -331,10 +350,10 @@ while (all.filter(isClean).length < ROUNDS && attempts < MAX_ATTEMPTS) {
       r.refTg = b.tg;
       r.refPp = b.pp;
     },
-    async () => void (r.on = await fresh(tgOptions(true), tgWarmup, loupeTg)),
-    async () => void (r.off = await fresh(tgOptions(false), tgWarmup, loupeTg)),
+    async () => void (r.on = await fresh(tgOptions(true), tgWarmup, (m) => repeated(() => loupeTg(m)))),
+    async () => void (r.off = await fresh(tgOptions(false), tgWarmup, (m) => repeated(() => loupeTg(m)))),
     async () => {
-      const p = await fresh(ppOptions, ppWarmup, (m) => loupePp(m, ppPrompt));
+      const p = await fresh(ppOptions, ppWarmup, (m) => repeated(() => loupePp(m, ppPrompt)));
       r.ppStage = p.stage;
       r.ppE2e = p.e2e;
     },
