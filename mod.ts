@@ -17,6 +17,7 @@
  */
 export { type BackendReport, backends, type Device, devices, type EngineInfo, engineInfo } from "./src/engine.ts";
 export { LoupeError, type LoupeErrorCode, PlacementError } from "./src/errors.ts";
+export { NativeOwner } from "./src/owner.ts";
 export {
   type ChatMessage,
   DEFAULT_MAX_TOKENS,

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { NativeOwner } from "./owner.ts";
 import { NativeEmbedder } from "../ffi/embed.ts";
 import { attachDisplay } from "./display.ts";
 import { openLibrary } from "../ffi/library.ts";
@@ -373,7 +374,7 @@ export async function loadEmbedder(path: string, options: LoadEmbedderOptions = 
 }
 
 /** A loaded embedding or reranking model. Owns its native handles: close() it, or use `using`/`await using`. */
-export class Embedder {
+export class Embedder extends NativeOwner {
   /** The file it came from. */
   readonly path: string;
   /** What it is and how it runs. */
@@ -398,6 +399,7 @@ export class Embedder {
     options: LoadEmbedderOptions,
     devs: Device[],
   ) {
+    super();
     this.path = path;
     this.#owned = owned;
     this.info = info;
@@ -678,20 +680,9 @@ export class Embedder {
     });
   }
 
-  /** Closes and waits until the native memory is released. */
-  async closeAsync(): Promise<void> {
-    this.close();
-    await this.#queue;
-  }
-
-  /** `using emb = …` support. */
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  /** `await using emb = …` support. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.closeAsync();
+  /** Settles once the native memory of a closed embedder is released. */
+  protected released(): Promise<unknown> {
+    return this.#queue;
   }
 }
 

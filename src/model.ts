@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { NativeOwner } from "./owner.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { type NativeContext, NativeModel, Status } from "../ffi/model.ts";
 import { NativeError } from "../ffi/util.ts";
@@ -316,7 +317,7 @@ export interface ModelInternals {
 }
 
 /** A loaded language model. Owns its native handle: close() it, or use `using`/`await using`. */
-export class Model {
+export class Model extends NativeOwner {
   /** The file it came from. */
   readonly path: string;
   /** The engine's description of it. */
@@ -341,6 +342,7 @@ export class Model {
     options: LoadModelOptions,
     devs: Device[],
   ) {
+    super();
     this.path = path;
     this.#native = native;
     this.#ctx = options.vocabOnly ? null : native.defaultContext();
@@ -632,20 +634,9 @@ export class Model {
     });
   }
 
-  /** Closes and waits until the native memory is released. */
-  async closeAsync(): Promise<void> {
-    this.close();
-    await this.#queue;
-  }
-
-  /** `using model = …` support. */
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  /** `await using model = …` support. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.closeAsync();
+  /** Settles once the native memory of a closed model is released. */
+  protected released(): Promise<unknown> {
+    return this.#queue;
   }
 
   /** Rich display in a notebook: what the model is, memory per device, load time (see src/display.ts). */

@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { NativeOwner } from "./owner.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { NativeSession } from "../ffi/session.ts";
 import { attachDisplay } from "./display.ts";
@@ -343,7 +344,7 @@ async function createContext(
  * A conversation with its own KV cache. Calls on one session run one at a time; sessions of one
  * model (and the model's own calls) run side by side, each on its own context.
  */
-export class Session {
+export class Session extends NativeOwner {
   /** The model it runs on. */
   readonly model: Model;
   /** Context size in tokens. */
@@ -372,6 +373,7 @@ export class Session {
     o: { contextSize: number; contextShift: boolean; nKeep: number | null; systemPrompt: string | null },
     restored?: SessionMeta,
   ) {
+    super();
     this.model = model;
     this.#internals = internals;
     this.#native = created.session;
@@ -751,20 +753,9 @@ export class Session {
     this.#queue = this.#queue.then(() => native.free()).finally(() => this.#unadopt());
   }
 
-  /** Closes and waits until the context is freed. */
-  async closeAsync(): Promise<void> {
-    this.close();
-    await this.#queue;
-  }
-
-  /** `using session = …` support. */
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  /** `await using session = …` support. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.closeAsync();
+  /** Settles once the native memory of a closed session is released. */
+  protected released(): Promise<unknown> {
+    return this.#queue;
   }
 }
 

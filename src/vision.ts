@@ -22,6 +22,7 @@
  *
  * @module
  */
+import { NativeOwner } from "./owner.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { NativeImage, NativeImageError, NativeProjector } from "../ffi/vision.ts";
 import { NativeError } from "../ffi/util.ts";
@@ -181,7 +182,7 @@ const projectors = new WeakMap<Model, Projector>();
 const finalizer = new FinalizationRegistry<NativeProjector>((native) => native.free());
 
 /** A loaded projector. Owned by its model (closed with it); `close()` it to load another. */
-export class Projector {
+export class Projector extends NativeOwner {
   /** The file it came from. */
   readonly path: string;
   /** The engine's description of it. */
@@ -206,6 +207,7 @@ export class Projector {
     warnings: string[],
     requireDevice: string | undefined,
   ) {
+    super();
     this.path = path;
     this.#native = native;
     this.info = info;
@@ -247,20 +249,9 @@ export class Projector {
     this.#busy = this.#busy.then(() => native.free());
   }
 
-  /** Closes and waits until the native memory is released. */
-  async closeAsync(): Promise<void> {
-    this.close();
-    await this.#busy;
-  }
-
-  /** `using projector = …` support. */
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  /** `await using projector = …` support. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.closeAsync();
+  /** Settles once the native memory of a closed projector is released. */
+  protected released(): Promise<unknown> {
+    return this.#busy;
   }
 }
 
