@@ -238,6 +238,9 @@ async function buildFromSource(sourceDir: string, opts: BuildOptions, verbose: b
     // GGML_NATIVE cannot be combined with GGML_BACKEND_DL: name this CPU's features instead.
     "-DGGML_NATIVE=OFF",
     ...await cpuFeatureFlags(),
+    // ggml's own threadpool, as in the prebuilt engine (no libgomp): loupe puts its workers to
+    // sleep when a call returns (ggml_threadpool_pause), which OpenMP's spinning threads ignore.
+    "-DGGML_OPENMP=OFF",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
     "-DLLAMA_BUILD_SERVER=OFF",
