@@ -32,8 +32,10 @@
  * loupe model the same 5 generate() calls: one sample of a round is their mean, as llama-bench's
  * own avg_ts (one tg128 repetition alone varies by ±10 % on two cores).
  *
- * Samples are interleaved in rounds (llama-bench, loupe tg with and without measuring,
- * loupe pp, in an order rotated each round) and summarized by medians.
+ * Samples are interleaved in rounds (llama-bench, loupe tg with and without measuring, loupe
+ * pp, in an order rotated each round) and summarized by medians. The two loupe tg models of a
+ * round (measuring on and off) are loaded side by side and their calls alternated, so that the
+ * measuring cost is read from calls a few hundred ms apart rather than seconds.
  *
  * CLI: `deno task bench [--quick] [--rounds=N] [--reps=N] [--tokens=N] [--fa=auto|on|off]`
  *
@@ -100,6 +102,11 @@ function mean(xs: number[]): number {
 async function repeated<T extends { [K in keyof T]: number }>(fn: () => Promise<T>): Promise<T> {
   const runs: T[] = [];
   for (let i = 0; i < REPS; i++) runs.push(await fn());
+  return meanOf(runs);
+}
+
+/** The mean of each numeric field. */
+function meanOf<T extends { [K in keyof T]: number }>(runs: T[]): T {
   const keys = Object.keys(runs[0]) as (keyof T)[];
   return Object.fromEntries(keys.map((k) => [k, mean(runs.map((r) => r[k]))])) as T;
 }
@@ -290,6 +297,25 @@ async function fresh<T>(
   return await fn(m);
 }
 
+/**
+ * loupe tg with and without measuring, paired tightly: two fresh models (one each), warmed up,
+ * their generate() calls alternated (on, off, off, on, …) so that the machine's drift (±10 %
+ * between rounds on two cores) falls on both alike. Returns each side's mean over REPS calls.
+ */
+async function onOffPair(): Promise<{ on: TgSample; off: TgSample }> {
+  await using on = await loadModel(modelPath, tgOptions(true));
+  await using off = await loadModel(modelPath, tgOptions(false));
+  await tgWarmup(on);
+  await tgWarmup(off);
+  const runs = { on: [] as TgSample[], off: [] as TgSample[] };
+  for (let i = 0; i < REPS; i++) {
+    for (const side of i % 2 ? ["off", "on"] as const : ["on", "off"] as const) {
+      runs[side].push(await loupeTg(side === "on" ? on : off));
+    }
+  }
+  return { on: meanOf(runs.on), off: meanOf(runs.off) };
+}
+
 const ppPrompt = await (async () => {
   await using pp = await loadModel(modelPath, ppOptions);
   const info = pp.info;
@@ -321,8 +347,7 @@ console.log(`loupe devices: generation ${warm.timeline.devicesUsed("generation")
 // spin-synchronized compute threads: the first decode of a call took 10-17 ms instead of 2-3 ms
 // for the first few calls (a notebook kernel is warm after its first cells; llama-bench is C++).
 for (let i = 0; i < 3; i++) {
-  await fresh(tgOptions(true), tgWarmup, loupeTg);
-  await fresh(tgOptions(false), tgWarmup, loupeTg);
+  await onOffPair();
   await fresh(ppOptions, ppWarmup, (m) => loupePp(m, ppPrompt));
 }
 
@@ -350,8 +375,7 @@ while (all.filter(isClean).length < ROUNDS && attempts < MAX_ATTEMPTS) {
       r.refTg = b.tg;
       r.refPp = b.pp;
     },
-    async () => void (r.on = await fresh(tgOptions(true), tgWarmup, (m) => repeated(() => loupeTg(m)))),
-    async () => void (r.off = await fresh(tgOptions(false), tgWarmup, (m) => repeated(() => loupeTg(m)))),
+    async () => void ({ on: r.on, off: r.off } = await onOffPair()),
     async () => {
       const p = await fresh(ppOptions, ppWarmup, (m) => repeated(() => loupePp(m, ppPrompt)));
       r.ppStage = p.stage;
