@@ -54,7 +54,14 @@ for (const vocab of vocabs) {
 
 Deno.test("tokenizeMany equals one tokenize per text, special tokens and edge cases included", async () => {
   await using model = await loadModel(join(modelsDir, "ggml-vocab-bert-bge.gguf"), { vocabOnly: true });
-  const texts = ["", "hello world", "[SEP] is special", "a\u0000b", "lone \ud800 surrogate", "héllo wörld ".repeat(300)];
+  const texts = [
+    "",
+    "hello world",
+    "[SEP] is special",
+    "a\u0000b",
+    "lone \ud800 surrogate",
+    "héllo wörld ".repeat(300),
+  ];
   for (const addSpecial of [true, false]) {
     for (const parseSpecial of [true, false]) {
       const one = texts.map((t) => model.tokenize(t, { addSpecial, parseSpecial }));
