@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { checkLoadOptions, positiveInteger } from "./load_options.ts";
 import { NativeOwner } from "./owner.ts";
 import { NativeEmbedder } from "../ffi/embed.ts";
 import { attachDisplay } from "./display.ts";
@@ -41,7 +42,7 @@ export interface LoadEmbedderOptions {
    * Giving one also lets a text generation model without pooling metadata make embeddings.
    */
   pooling?: Pooling;
-  /** Longest text in tokens, and the most tokens in one batch; default min(training context, 4096). */
+  /** Longest text in tokens, and the most tokens in one batch; default min(training context, 4096), at most the training context. */
   contextSize?: number;
   /**
    * Most tokens packed into one batch (one graph); default min(contextSize, 512). Texts are
@@ -222,12 +223,6 @@ const POOLINGS: readonly Pooling[] = ["none", "mean", "cls", "last", "rank"];
 /** Default most tokens per batch (see {@linkcode LoadEmbedderOptions.batchSize}). */
 const DEFAULT_BATCH_TOKENS = 512;
 
-function positiveInteger(value: number | undefined, name: string, what: string): void {
-  if (value !== undefined && (!Number.isInteger(value) || value < 1)) {
-    throw new LoupeError("INVALID_ARGUMENT", `${what}: ${name} must be a positive whole number, not ${value}`);
-  }
-}
-
 interface Owned {
   model: NativeModel;
   embedder: NativeEmbedder | null;
@@ -267,15 +262,8 @@ export async function loadEmbedder(path: string, options: LoadEmbedderOptions = 
         `or give loadEmbedder a pooling option to embed with it anyway`,
     );
   }
-  for (
-    const [name, value] of [
-      ["contextSize", options.contextSize],
-      ["batchSize", options.batchSize],
-      ["maxSequences", options.maxSequences],
-      ["threads", options.threads],
-      ["threadsBatch", options.threadsBatch],
-    ] as const
-  ) positiveInteger(value, name, what);
+  checkLoadOptions(options, what);
+  positiveInteger(options.maxSequences, "maxSequences", what);
   const gpuLayers = options.gpuLayers === undefined || options.gpuLayers === "auto" || options.gpuLayers === "all"
     ? -1
     : options.gpuLayers;
@@ -327,6 +315,16 @@ export async function loadEmbedder(path: string, options: LoadEmbedderOptions = 
         `${what}: it is an encoder-decoder model (${modelInfo.arch}), which cannot make embeddings`,
       );
     }
+    if (options.contextSize !== undefined && options.contextSize > modelInfo.nCtxTrain) {
+      // As llama.cpp refuses a generation context past the training context. Here each batch
+      // is contextSize tokens: a huge one would not fail, the kernel would kill the process
+      // while llama_batch_init and the compute buffers take memory for it.
+      throw new LoupeError(
+        "INVALID_ARGUMENT",
+        `${what}: contextSize ${options.contextSize} is larger than the model's training context ` +
+          `(${modelInfo.nCtxTrain} tokens)`,
+      );
+    }
     if (options.signal?.aborted) throw new NativeError(Status.ABORTED, "loading was cancelled");
     embedder = await NativeEmbedder.create(lib.api, model, {
       contextSize: options.contextSize ?? 0,
@@ -340,7 +338,7 @@ export async function loadEmbedder(path: string, options: LoadEmbedderOptions = 
   } catch (e) {
     model.free();
     const err = wrap(e, what);
-    throw err.code === "ABORTED" || err.code === "WRONG_KIND"
+    throw err.code === "ABORTED" || err.code === "WRONG_KIND" || err.code === "INVALID_ARGUMENT"
       ? err
       : new LoupeError("LOAD_FAILED", err.message, { nativeMessage: err.nativeMessage, cause: e });
   } finally {

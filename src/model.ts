@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { checkLoadOptions } from "./load_options.ts";
 import { NativeOwner } from "./owner.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { type NativeContext, NativeModel, Status } from "../ffi/model.ts";
@@ -231,6 +232,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (kind.kind !== "generation" && !options.vocabOnly) {
     throw new LoupeError("WRONG_KIND", `Cannot load model "${path}": it is ${describeKind(kind)}; use loadEmbedder`);
   }
+  checkLoadOptions(options, `Cannot load model "${path}"`);
   const lib = await openLibrary().catch((e) => {
     throw new LoupeError("LOAD_FAILED", `Cannot start the engine: ${(e as Error).message}`, { cause: e });
   });

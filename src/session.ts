@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { checkLoadOptions } from "./load_options.ts";
 import { NativeOwner } from "./owner.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { NativeSession } from "../ffi/session.ts";
@@ -228,6 +229,7 @@ export async function openSession(model: Model, options: SessionOptions = {}): P
   if (options.systemPrompt !== undefined && typeof options.systemPrompt !== "string") {
     throw new LoupeError("INVALID_ARGUMENT", "Cannot open a session: systemPrompt must be a string");
   }
+  checkLoadOptions({ ...options, contextSize }, "Cannot open a session");
   const native = await createContext(model, internals, contextSize, options);
   const session = new Session(model, internals, native, {
     contextSize: native.contextSize,
@@ -250,8 +252,9 @@ export async function openSession(model: Model, options: SessionOptions = {}): P
 /** Reopens a session saved with `Session.save` (see `Model.loadSession`). */
 export async function loadSession(model: Model, path: string, options: LoadSessionOptions = {}): Promise<Session> {
   const internals = model[MODEL_INTERNALS]();
-  const { meta } = await readSessionHeader(path);
   const what = `Cannot load session "${path}"`;
+  checkLoadOptions(options, what);
+  const { meta } = await readSessionHeader(path);
   const id = await modelIdentity(model);
   if (meta.model?.sha256 !== id) {
     throw new LoupeError(

@@ -22,6 +22,7 @@
  *
  * @module
  */
+import { checkLoadOptions } from "./load_options.ts";
 import { NativeOwner } from "./owner.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { NativeImage, NativeImageError, NativeProjector } from "../ffi/vision.ts";
@@ -387,6 +388,7 @@ export async function loadProjector(model: Model, path: string, options: Project
   if (typeof path !== "string" || path === "") {
     throw new LoupeError("INVALID_ARGUMENT", `${what}: the path must be a string`);
   }
+  checkLoadOptions({ threads: options.threads }, what);
   await validateProjectorFile(path, model.info.nEmbd);
   const lib = await openLibrary();
   const required = options.requireDevice ?? internals.options.requireDevice;

@@ -342,6 +342,15 @@ Deno.test("load options are checked: pooling, sizes, missing file", async () => 
   const p = await assertRejects(() => loadEmbedder(bertPath, { pooling: "max" as never }), LoupeError, "pooling");
   assertEquals(p.code, "INVALID_ARGUMENT");
   await assertRejects(() => loadEmbedder(bertPath, { contextSize: -1 }), LoupeError, "contextSize");
+  const t = await assertRejects(
+    () => loadEmbedder(bertPath, { threads: navigator.hardwareConcurrency + 1 }),
+    LoupeError,
+    "threads",
+  );
+  assertEquals(t.code, "INVALID_ARGUMENT");
+  // Past the training context: a typed error (1e9 tokens per batch had the kernel kill the process).
+  const big = await assertRejects(() => loadEmbedder(bertPath, { contextSize: 1e9 }), LoupeError, "training context");
+  assertEquals(big.code, "INVALID_ARGUMENT");
   const nf = await assertRejects(() => loadEmbedder("/nonexistent/model.gguf"), LoupeError, "no such file");
   assertEquals(nf.code, "NOT_FOUND");
   await using small = await loadEmbedder(bertPath, { contextSize: 64, batchSize: 32, maxSequences: 4 });

@@ -82,4 +82,29 @@ Deno.test("bad generate arguments", async () => {
   assertEquals(nul.tokens.length, 2, "a NUL inside the prompt is text, not a terminator");
 });
 
+Deno.test("bad load options: sizes and threads are typed errors before the engine sees them", async () => {
+  const cpus = navigator.hardwareConcurrency;
+  for (
+    const [options, name] of [
+      [{ contextSize: 0.5 }, "contextSize"],
+      [{ contextSize: NaN }, "contextSize"],
+      [{ batchSize: 0 }, "batchSize"],
+      [{ threads: 0 }, "threads"],
+      [{ threads: 1.5 }, "threads"],
+      // More threads than CPUs: ggml's spinning threads made 4 tokens take 34 s with 64 threads
+      // on 2 CPUs, and 128 did not finish in a minute.
+      [{ threads: cpus + 1 }, "threads"],
+      [{ threadsBatch: 1000 }, "threadsBatch"],
+    ] as const
+  ) {
+    const e = await assertRejects(() => loadModel(tiny, options), LoupeError, name);
+    assertEquals(e.code, "INVALID_ARGUMENT", e.message);
+    assert(e.message.startsWith(`Cannot load model "${tiny}": ${name} `), e.message);
+  }
+  await using m = await loadModel(tiny, { threads: cpus });
+  await assertRejects(() => m.session({ threads: cpus + 1 }), LoupeError, "threads");
+  await assertRejects(() => m.loadProjector("/nonexistent.gguf", { threads: 0 }), LoupeError, "threads");
+  assertEquals((await m.generate("x", { maxTokens: 2, temperature: 0 })).tokens.length, 2, "the model still works");
+});
+
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
