@@ -70,37 +70,16 @@ export class NativeModel {
     return readJson<T>(this.#api, this.#api.loupe_model_info(this.#handle()));
   }
 
-  /** Tokenizes UTF-8 text. */
+  /** Tokenizes text (lone surrogates become U+FFFD, as TextEncoder makes them). */
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array {
-    const bytes = new TextEncoder().encode(text);
-    let cap = bytes.length + 8;
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const out = new Int32Array(cap);
-      const n = this.#api.loupe_tokenize(
-        this.#handle(),
-        bytes,
-        bytes.length,
-        addSpecial ? 1 : 0,
-        parseSpecial ? 1 : 0,
-        out,
-        cap,
-      );
-      if (n === -2147483648) throw new NativeError(Status.INVALID, lastError(this.#api));
-      if (n >= 0) return out.slice(0, n);
-      cap = -n;
-    }
-    throw new NativeError(Status.INTERNAL, "tokenization did not converge on a buffer size");
+    return this.tokenizeMany([text], addSpecial, parseSpecial)[0];
   }
 
   /**
-   * Tokenizes many texts in one native call: their tokens back to back and each text's count.
-   * Lone surrogates become U+FFFD, as in {@linkcode tokenize}.
+   * Tokenizes many texts in one native call (loupe_tokenize_many): each text's tokens, in order,
+   * as views into one buffer.
    */
-  tokenizeMany(
-    texts: readonly string[],
-    addSpecial: boolean,
-    parseSpecial: boolean,
-  ): { tokens: Int32Array; lengths: Int32Array } {
+  tokenizeMany(texts: readonly string[], addSpecial: boolean, parseSpecial: boolean): Int32Array[] {
     const encoder = new TextEncoder();
     let room = 0;
     for (const t of texts) room += t.length * 3; // UTF-8 bytes per UTF-16 unit: at most 3
@@ -128,7 +107,10 @@ export class NativeModel {
         lengths,
       );
       if (n === -2147483648) throw new NativeError(Status.INVALID, lastError(this.#api));
-      if (n >= 0) return { tokens: out.subarray(0, n), lengths };
+      if (n >= 0) {
+        let from = 0;
+        return Array.from(lengths, (k) => out.subarray(from, from += k));
+      }
       cap = -n;
     }
     throw new NativeError(Status.INTERNAL, "tokenization did not converge on a buffer size");

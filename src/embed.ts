@@ -588,14 +588,11 @@ export class Embedder extends NativeOwner {
     const addSpecial = options.addSpecial ?? true;
     // Every text (or query-document prompt) in one native call: one FFI crossing, not one per text.
     const many = (list: readonly string[], special: boolean, parse: boolean): Int32Array[] => {
-      let r: { tokens: Int32Array; lengths: Int32Array };
       try {
-        r = native.tokenizeMany(list, special, parse);
+        return native.tokenizeMany(list, special, parse);
       } catch (e) {
         throw wrap(e, `${what}: cannot tokenize`);
       }
-      let at = 0;
-      return Array.from(r.lengths, (n) => r.tokens.subarray(at, at += n));
     };
     const tok = (text: string, special: boolean, parse: boolean) => many([text], special, parse)[0];
     // Special tokens the tokenizer closes a text with (kept when a text is cut).

@@ -455,13 +455,8 @@ export class Model extends NativeOwner {
       throw new LoupeError("INVALID_ARGUMENT", "Cannot tokenize: the texts must be an array of strings");
     }
     try {
-      const { tokens, lengths } = this.#native.tokenizeMany(
-        texts,
-        options.addSpecial ?? true,
-        options.parseSpecial ?? false,
-      );
-      let at = 0;
-      return Array.from(lengths, (n) => Array.from(tokens.subarray(at, at += n)));
+      return this.#native.tokenizeMany(texts, options.addSpecial ?? true, options.parseSpecial ?? false)
+        .map((t) => Array.from(t));
     } catch (e) {
       throw wrap(e, "Cannot tokenize");
     }
