@@ -229,7 +229,7 @@ export async function openSession(model: Model, options: SessionOptions = {}): P
   if (options.systemPrompt !== undefined && typeof options.systemPrompt !== "string") {
     throw new LoupeError("INVALID_ARGUMENT", "Cannot open a session: systemPrompt must be a string");
   }
-  checkLoadOptions({ ...options, contextSize }, "Cannot open a session");
+  checkLoadOptions(options, "Cannot open a session");
   const native = await createContext(model, internals, contextSize, options);
   const session = new Session(model, internals, native, {
     contextSize: native.contextSize,
