@@ -90,11 +90,58 @@ async function run(cmd: string, args: string[], opts: { cwd?: string; env?: Reco
   return new TextDecoder().decode(out.stdout);
 }
 
+/** What {@linkcode chooseVariant} decides from (gathered by {@linkcode detectVariant}). */
+export interface MachineFacts {
+  /** `/proc/driver/nvidia/version`, or null without an NVIDIA driver. */
+  nvidiaDriver: string | null;
+  /** CUDA runtime majors whose `libcudart.so.N` the loader can find (ldconfig, CUDA_HOME, /usr/local/cuda). */
+  cudaRuntimes: number[];
+  /** Whether a Vulkan loader (`libvulkan.so.1`) is installed. */
+  vulkanLoader: boolean;
+  /** Whether a GPU render node (/dev/dri/renderD*) exists. */
+  renderNode: boolean;
+  /** Whether `GGML_VK_VISIBLE_DEVICES` is set (a CPU Vulkan device made visible on purpose). */
+  vulkanVisible: boolean;
+}
+
 /**
- * Picks the engine variant: `LOUPE_ENGINE`, else CUDA when an NVIDIA driver is present, else
- * Vulkan when a Vulkan loader is installed and a GPU render node exists (or
- * `GGML_VK_VISIBLE_DEVICES` is set), else CPU.
+ * The engine variant for a machine: with an NVIDIA driver, the CUDA build whose runtime is
+ * installed (Colab's CUDA 12 runtime gets the CUDA 12 package even on a new driver), else by the
+ * driver (CUDA 13 needs driver 580 or newer); then Vulkan with a GPU render node (or a Vulkan
+ * device made visible on purpose: Mesa's CPU drivers install a Vulkan loader too, and ggml hides
+ * such devices anyway); else CPU.
  */
+export function chooseVariant(f: MachineFacts): EngineVariant {
+  if (f.nvidiaDriver !== null) {
+    const m = f.nvidiaDriver.match(/Kernel Module\s+(?:for\s+\S+\s+)?(\d+)\./);
+    const newDriver = !m || Number(m[1]) >= 580;
+    if (newDriver && f.cudaRuntimes.includes(13)) return "cuda";
+    if (f.cudaRuntimes.includes(12)) return "cuda12";
+    return newDriver ? "cuda" : "cuda12";
+  }
+  if (f.vulkanLoader && (f.renderNode || f.vulkanVisible)) return "vulkan";
+  return "cpu";
+}
+
+/** CUDA runtime majors the loader can find: ldconfig's cache, then the usual toolkit folders. */
+async function cudaRuntimes(ldconfig: string): Promise<number[]> {
+  const found = new Set<number>();
+  for (const m of ldconfig.matchAll(/libcudart\.so\.(\d+)\s/g)) found.add(Number(m[1]));
+  const home = Deno.env.get("CUDA_HOME") ?? Deno.env.get("CUDA_PATH");
+  const dirs = [home && `${home}/lib64`, "/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib"];
+  for (const dir of dirs) {
+    if (!dir) continue;
+    try {
+      for await (const e of Deno.readDir(dir)) {
+        const m = e.name.match(/^libcudart\.so\.(\d+)$/);
+        if (m) found.add(Number(m[1]));
+      }
+    } catch { /* no such folder */ }
+  }
+  return [...found].sort();
+}
+
+/** Picks the engine variant: `LOUPE_ENGINE`, else {@linkcode chooseVariant} on this machine's facts. */
 export async function detectVariant(): Promise<EngineVariant> {
   const env = Deno.env.get("LOUPE_ENGINE");
   if (env) {
@@ -102,23 +149,17 @@ export async function detectVariant(): Promise<EngineVariant> {
     if (!known.includes(env)) throw new Error(`Unknown LOUPE_ENGINE "${env}": expected one of ${known.join(", ")}`);
     return env as EngineVariant;
   }
-  try {
-    const version = await Deno.readTextFile("/proc/driver/nvidia/version");
-    const m = version.match(/Kernel Module\s+(?:for\s+\S+\s+)?(\d+)\./);
-    // CUDA 13 needs driver 580 or newer; older drivers get the CUDA 12 build.
-    return m && Number(m[1]) < 580 ? "cuda12" : "cuda";
-  } catch { /* no NVIDIA driver */ }
-  // Vulkan only with a GPU render node (or a Vulkan device made visible on purpose): Mesa's
-  // CPU drivers install a Vulkan loader too, and ggml hides such devices anyway.
-  try {
-    const ld = await run("/sbin/ldconfig", ["-p"]);
-    const renderNode = await Array.fromAsync(Deno.readDir("/dev/dri")).then(
+  const ldconfig = await run("/sbin/ldconfig", ["-p"]).catch(() => "");
+  return chooseVariant({
+    nvidiaDriver: await Deno.readTextFile("/proc/driver/nvidia/version").catch(() => null),
+    cudaRuntimes: await cudaRuntimes(ldconfig),
+    vulkanLoader: ldconfig.includes("libvulkan.so.1"),
+    renderNode: await Array.fromAsync(Deno.readDir("/dev/dri")).then(
       (es) => es.some((e) => e.name.startsWith("renderD")),
       () => false,
-    );
-    if (ld.includes("libvulkan.so.1") && (renderNode || Deno.env.get("GGML_VK_VISIBLE_DEVICES"))) return "vulkan";
-  } catch { /* no ldconfig */ }
-  return "cpu";
+    ),
+    vulkanVisible: Boolean(Deno.env.get("GGML_VK_VISIBLE_DEVICES")),
+  });
 }
 
 async function sha512Base64(path: string): Promise<string> {

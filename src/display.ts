@@ -864,12 +864,144 @@ const BACKEND_COLUMNS: Column<BackendReport>[] = [
   { label: "why not", text: (b) => b.reason ?? "" },
 ];
 
-/** The rich view of `backends()`: which backends loaded, from which file, and why not. */
+const LOADED_COLOR = "#2e7d32";
+const NOT_LOADED_COLOR = "#c62828";
+
+/**
+ * The rich view of `backends()`: which backends loaded, from which file, and why not; the plot
+ * shows the devices each backend registered (a backend that did not load is a red stub, with the
+ * loader's reason in its hover text).
+ */
 export function backendsView(list: BackendReport[]): View {
+  const names = list.map((b) => b.name);
+  const figure: PlotlyFigure = {
+    data: [{
+      type: "bar",
+      orientation: "h",
+      name: "devices",
+      y: names,
+      // a backend without devices still gets a visible stub, so "not loaded" is seen, not missed
+      x: list.map((b) => b.loaded ? Math.max(b.devices ?? 0, 0.15) : 0.15),
+      marker: { color: list.map((b) => (b.loaded ? LOADED_COLOR : NOT_LOADED_COLOR)) },
+      text: list.map((b) => (b.loaded ? `${b.devices ?? 0} device${b.devices === 1 ? "" : "s"}` : "not loaded")),
+      textposition: "outside",
+      hovertext: list.map((b) =>
+        b.loaded
+          ? `${b.name}: loaded from ${(b.file ?? "").split("/").pop()}, ${b.devices ?? 0} device(s)`
+          : `${b.name}: not loaded: ${b.reason ?? "no reason given"}`
+      ),
+      hoverinfo: "text",
+    }],
+    layout: {
+      title: { text: "backends (devices registered)", x: 0, xanchor: "left" },
+      height: Math.max(170, 110 + 36 * list.length),
+      margin: { l: 100, r: 40, t: 55, b: 45 },
+      font: FONT,
+      paper_bgcolor: "#ffffff",
+      plot_bgcolor: "#ffffff",
+      showlegend: false,
+      xaxis: { title: { text: "devices" }, gridcolor: "#eeeeee", dtick: 1, rangemode: "tozero" },
+      yaxis: { type: "category", automargin: true, autorange: "reversed" },
+    },
+    config: CONFIG,
+  };
   return {
     summary: `backends: ${list.map((b) => `${b.name} (${b.loaded ? "loaded" : "not loaded"})`).join(", ")}`,
     text: textTable(BACKEND_COLUMNS, list),
     html: htmlTable(BACKEND_COLUMNS, list, "backends"),
+    figure: list.length ? figure : undefined,
+  };
+}
+
+/** What {@linkcode projectorView} reads of a loaded projector. */
+export interface ProjectorLike {
+  /** The file it came from. */
+  path: string;
+  /** The engine's description (type, device, image size, …). */
+  info: {
+    projectorType: string;
+    device: string;
+    gpu: boolean;
+    nEmbd: number;
+    imageSize: number;
+    patchSize: number;
+    threads: number;
+    loadUs: number;
+  };
+  /** "projector load" and the measured "projector warm-up". */
+  loadTimeline: TimelineLike;
+  /** Devices skipped for images, and why. */
+  warnings: string[];
+  /** The encoder's device requirement. */
+  requireDevice?: string;
+  /** Whether it was closed. */
+  closed?: boolean;
+}
+
+/**
+ * The rich view of a projector (`model.loadProjector`): what it is, the device it was given,
+ * devices skipped and why, and the load timeline, whose warm-up stage shows where the image
+ * encoder's graph actually ran.
+ */
+export function projectorView(p: ProjectorLike): View {
+  const i = p.info;
+  const facts: Array<[string, string]> = [
+    ["projector", `${i.projectorType} (${p.path.split("/").pop()})`],
+    ["device", `${i.device}${i.gpu ? "" : " (GPU not allowed)"}`],
+    ["image", `${i.imageSize}×${i.imageSize} px, patches of ${i.patchSize} px`],
+    ["embedding width", String(i.nEmbd)],
+    ["CPU threads", String(i.threads)],
+    ["load", `${formatMs(i.loadUs / 1000)} ms`],
+  ];
+  if (p.requireDevice) facts.push(["requireDevice", p.requireDevice]);
+  for (const w of p.warnings) facts.push(["skipped", w]);
+  if (p.closed) facts.push(["state", "closed"]);
+  const cols: Column<[string, string]>[] = [{ label: "", text: (f) => f[0] }, { label: "", text: (f) => f[1] }];
+  const tv = timelineView(p.loadTimeline);
+  return {
+    summary: `projector ${i.projectorType} on ${i.device} (${p.path.split("/").pop()})${p.closed ? ", closed" : ""}`,
+    text: `${textTable(cols, facts)}\n\n${tv.text}`,
+    html: htmlTable(cols, facts, "projector") + (tv.html ?? ""),
+    figure: tv.figure,
+  };
+}
+
+/** What {@linkcode sessionView} reads of a session. */
+export interface SessionLike {
+  /** The model's file and description. */
+  model: { path: string; info: { desc: string } };
+  contextSize: number;
+  contextShift: boolean;
+  nKeep: number | null;
+  systemPrompt: string | null;
+  /** Tokens held (KV cache, then the pending one). */
+  tokens: number[];
+  /** The chat so far. */
+  messages: Array<{ role: string }>;
+  closed?: boolean;
+}
+
+/** The rich view of a session: how full its context is, what a shift keeps, the chat so far. */
+export function sessionView(s: SessionLike): View {
+  const used = s.tokens.length;
+  const facts: Array<[string, string]> = [
+    ["model", `${s.model.info.desc} (${s.model.path.split("/").pop()})`],
+    ["context", `${used} of ${s.contextSize} tokens (${((100 * used) / s.contextSize).toFixed(1)} %)`],
+    [
+      "when full",
+      !s.contextShift
+        ? "stop (contextFull)"
+        : `shift, keeping ${s.nKeep === null ? "the system prompt" : `the first ${s.nKeep} tokens`}`,
+    ],
+    ["messages", String(s.messages.length)],
+  ];
+  if (s.systemPrompt !== null) facts.push(["system prompt", s.systemPrompt]);
+  if (s.closed) facts.push(["state", "closed"]);
+  const cols: Column<[string, string]>[] = [{ label: "", text: (f) => f[0] }, { label: "", text: (f) => f[1] }];
+  return {
+    summary: `session: ${used}/${s.contextSize} tokens, ${s.messages.length} messages${s.closed ? ", closed" : ""}`,
+    text: textTable(cols, facts),
+    html: htmlTable(cols, facts, "session"),
   };
 }
 
@@ -1120,7 +1252,11 @@ export function richBundle(view: View): Promise<MimeBundle> {
 // ---------------------------------------------------------------------------------------------
 // Dispatch
 
-const VIEW = Symbol.for("loupe.view");
+/**
+ * The key of an object's own view ({@linkcode View}): classes that are not plain data (a
+ * projector, a session) implement it, and {@linkcode viewOf} uses it before any shape test.
+ */
+export const VIEW: unique symbol = Symbol.for("loupe.view");
 
 function isTimeline(v: any): v is TimelineLike {
   return v !== null && typeof v === "object" && typeof v.kind === "string" && Array.isArray(v.stages) &&

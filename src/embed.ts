@@ -17,7 +17,8 @@
 import { checkLoadOptions, positiveInteger } from "./load_options.ts";
 import { NativeOwner } from "./owner.ts";
 import { NativeEmbedder } from "../ffi/embed.ts";
-import { attachDisplay } from "./display.ts";
+import { attachDisplay, DISPLAY, displayBundle, type MimeBundle } from "./display.ts";
+import { watchLoad } from "./progress.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { NativeModel, Status } from "../ffi/model.ts";
 import { NativeError } from "../ffi/util.ts";
@@ -64,6 +65,8 @@ export interface LoadEmbedderOptions {
   measure?: boolean;
   /** Called with the load fraction in [0, 1] while loading. */
   onProgress?: (fraction: number) => void;
+  /** Show a progress bar while loading: default only in a notebook; true also shows one line on a terminal. */
+  progress?: boolean;
   /** Cancels the load. */
   signal?: AbortSignal;
 }
@@ -293,17 +296,7 @@ export async function loadEmbedder(path: string, options: LoadEmbedderOptions = 
   const onAbort = () => model.cancel();
   if (options.signal?.aborted) model.cancel();
   options.signal?.addEventListener("abort", onAbort);
-  let timer: ReturnType<typeof setInterval> | undefined;
-  if (options.onProgress) {
-    let last = -1;
-    timer = setInterval(() => {
-      const p = model.progress();
-      if (p !== last) {
-        last = p;
-        options.onProgress!(p);
-      }
-    }, 50);
-  }
+  const watch = watchLoad(`loading ${path.split("/").pop()}`, () => model.progress(), options);
   let embedder: NativeEmbedder;
   let modelInfo: NativeModelInfo;
   try {
@@ -338,14 +331,14 @@ export async function loadEmbedder(path: string, options: LoadEmbedderOptions = 
   } catch (e) {
     model.free();
     const err = wrap(e, what);
+    await watch.fail(err.message);
     throw err.code === "ABORTED" || err.code === "WRONG_KIND" || err.code === "INVALID_ARGUMENT"
       ? err
       : new LoupeError("LOAD_FAILED", err.message, { nativeMessage: err.nativeMessage, cause: e });
   } finally {
-    if (timer !== undefined) clearInterval(timer);
     options.signal?.removeEventListener("abort", onAbort);
   }
-  options.onProgress?.(1);
+  await watch.done();
   const native = embedder.info<NativeEmbedInfo>();
   const info: EmbedderInfo = {
     arch: modelInfo.arch,
@@ -570,6 +563,7 @@ export class Embedder extends NativeOwner {
         "encode",
         output?.stages.encode ?? { wallUs: 0, tokens: 0, graphs: 0, devices: {} },
       );
+      timeline.memory = this.info.memory; // weights per device, shown beside the stages
       checkPlacement(timeline, options.requireDevice ?? this.#options.requireDevice, this.#devices);
       // a table and the timeline plot when it is the last expression of a notebook cell
       return attachDisplay(Object.assign(build(values, counts), { timeline, tokenCounts: counts, truncated }));
@@ -678,6 +672,10 @@ export class Embedder extends NativeOwner {
   /** Settles once the native memory of a closed embedder is released. */
   protected released(): Promise<unknown> {
     return this.#queue;
+  }
+  /** Rich display in a notebook: what it is, memory per device, load time (see src/display.ts). */
+  [DISPLAY](): Promise<MimeBundle> {
+    return displayBundle(this);
   }
 }
 

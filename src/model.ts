@@ -19,7 +19,7 @@ import type { Projector, ProjectorOptions, VisionMessage, VisionResult } from ".
 import { assertDeviceAvailable, type Device, devices } from "./engine.ts";
 import { checkPlacement, type DeviceMemory, type NativeStage, Timeline } from "./timeline.ts";
 import { attachDisplay, DISPLAY, displayBundle, type MimeBundle } from "./display.ts";
-import { progressFor, streamBundle } from "./progress.ts";
+import { streamBundle, watchLoad } from "./progress.ts";
 
 /** A streaming step returns after 20 ms or 8 tokens: pieces arrive promptly, one FFI round trip per 8 tokens. */
 const STREAM_STEP = { ms: 20, tokens: 8 };
@@ -264,35 +264,20 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const onAbort = () => native.cancel();
   if (options.signal?.aborted) native.cancel();
   options.signal?.addEventListener("abort", onAbort);
-  let timer: ReturnType<typeof setInterval> | undefined;
-  const bar = progressFor(`loading ${path.split("/").pop()}`, options.progress);
-  const onProgress = bar ? bar.callback(options.onProgress) : options.onProgress;
-  if (onProgress) {
-    let last = -1;
-    const report = () => {
-      const p = native.progress();
-      if (p !== last) {
-        last = p;
-        onProgress(p);
-      }
-    };
-    timer = setInterval(report, 50);
-  }
+  const watch = watchLoad(`loading ${path.split("/").pop()}`, () => native.progress(), options);
   try {
     await native.load();
   } catch (e) {
     native.free();
     const err = wrap(e, `Cannot load model "${path}"`);
-    await bar?.fail(err.message);
+    await watch.fail(err.message);
     throw err.code === "ABORTED"
       ? err
       : new LoupeError("LOAD_FAILED", err.message, { nativeMessage: err.nativeMessage, cause: e });
   } finally {
-    if (timer !== undefined) clearInterval(timer);
     options.signal?.removeEventListener("abort", onAbort);
   }
-  onProgress?.(1);
-  await bar?.done();
+  await watch.done();
   const info = native.info<ModelInfo>();
   timeline.add({ name: "load", wallMs: performance.now() - t0, tokens: 0, graphs: 0, devices: {} });
   timeline.memory = info.memory;

@@ -231,6 +231,50 @@ export function progressFor(label: string, show?: boolean, options: ProgressOpti
   return new Progress(label, { ...options, mode });
 }
 
+/** What {@linkcode watchLoad} returns: end it with done() or fail(). */
+export interface LoadWatch {
+  /** Stops polling, reports 1 and marks the bar done. */
+  done(): Promise<void>;
+  /** Stops polling and marks the bar failed with the reason. */
+  fail(reason: string): Promise<void>;
+}
+
+/**
+ * Load progress of a model, embedder or projector: polls `read` (the engine's fraction) every
+ * 50 ms into `onProgress` and, when one is shown (see {@linkcode progressFor}), a progress bar.
+ */
+export function watchLoad(
+  label: string,
+  read: () => number,
+  options: { progress?: boolean; onProgress?: (fraction: number) => void },
+): LoadWatch {
+  const bar = progressFor(label, options.progress);
+  const onProgress = bar ? bar.callback(options.onProgress) : options.onProgress;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  if (onProgress) {
+    let last = -1;
+    timer = setInterval(() => {
+      const p = read();
+      if (p !== last) onProgress(last = p);
+    }, 50);
+  }
+  const stop = () => {
+    if (timer !== undefined) clearInterval(timer);
+    timer = undefined;
+  };
+  return {
+    async done() {
+      stop();
+      onProgress?.(1);
+      await bar?.done();
+    },
+    async fail(reason) {
+      stop();
+      await bar?.fail(reason);
+    },
+  };
+}
+
 /** Feeds build steps to a progress indicator: the compile fraction, the step as the detail. */
 export function buildStepReporter(progress: Progress): (step: BuildProgress) => void {
   return (step) => progress.update(step.phase === "done" ? 1 : step.fraction, step.message);

@@ -22,7 +22,7 @@ import { checkLoadOptions } from "./load_options.ts";
 import { NativeOwner } from "./owner.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { NativeSession } from "../ffi/session.ts";
-import { attachDisplay } from "./display.ts";
+import { attachDisplay, DISPLAY, displayBundle, type MimeBundle, sessionView, VIEW, type View } from "./display.ts";
 import { LoupeError } from "./errors.ts";
 import { invalidGenerateOption } from "./generate_options.ts";
 import { readGGUFFile } from "./gguf.ts";
@@ -415,6 +415,16 @@ export class Session extends NativeOwner {
   /** The chat so far (system prompt, user messages and replies), whole even after shifts. */
   get messages(): ChatMessage[] {
     return this.#messages.map((m) => ({ ...m }));
+  }
+
+  /** Its view: how full the context is, what a shift keeps, the chat so far (see src/display.ts). */
+  [VIEW](): View {
+    return sessionView(this);
+  }
+
+  /** Rich display in a notebook. */
+  [DISPLAY](): Promise<MimeBundle> {
+    return displayBundle(this);
   }
 
   #assertOpen(): void {

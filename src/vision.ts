@@ -48,7 +48,8 @@ import {
   type Stage,
   Timeline,
 } from "./timeline.ts";
-import { attachDisplay } from "./display.ts";
+import { attachDisplay, DISPLAY, displayBundle, type MimeBundle, projectorView, VIEW, type View } from "./display.ts";
+import { watchLoad } from "./progress.ts";
 import { type ProbeOptions, type ProbeVerdict, probeVisionDevice, visionProbeInvolves } from "./vision_probe.ts";
 
 export { type ProbeOptions, type ProbeVerdict, probeVisionDevice };
@@ -116,6 +117,8 @@ export interface ProjectorOptions {
   probe?: boolean | ProbeOptions;
   /** Called with the load fraction in [0, 1]. */
   onProgress?: (fraction: number) => void;
+  /** Show a progress bar while loading: default only in a notebook; true also shows one line on a terminal. */
+  progress?: boolean;
   /** Cancels the load. */
   signal?: AbortSignal;
 }
@@ -221,6 +224,16 @@ export class Projector extends NativeOwner {
   /** Whether close() was called. */
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Its view: facts, skipped devices and the load timeline (see src/display.ts). */
+  [VIEW](): View {
+    return projectorView(this);
+  }
+
+  /** Rich display in a notebook: the view as a table and the load waterfall. */
+  [DISPLAY](): Promise<MimeBundle> {
+    return displayBundle(this);
   }
 
   /** The native handle while open (src/vision.ts only). */
@@ -446,29 +459,22 @@ export async function loadProjector(model: Model, path: string, options: Project
   const onAbort = () => native.cancel();
   if (options.signal?.aborted) native.cancel();
   options.signal?.addEventListener("abort", onAbort);
-  let timer: ReturnType<typeof setInterval> | undefined;
-  if (options.onProgress) {
-    let last = -1;
-    timer = setInterval(() => {
-      const p = native.progress();
-      if (p !== last) options.onProgress!(last = p);
-    }, 50);
-  }
+  const watch = watchLoad(`loading ${path.split("/").pop()}`, () => native.progress(), options);
   let info: NativeProjectorInfo;
   try {
     await internals.serial(() => native.load());
-    options.onProgress?.(1);
+    await watch.done();
     timeline.add({ name: "projector load", wallMs: performance.now() - t0, tokens: 0, graphs: 0, devices: {} });
     if (options.warmup ?? true) await internals.serial(() => native.warmup());
     info = native.info<NativeProjectorInfo>();
   } catch (e) {
     native.free();
     const err = wrap(e, what);
+    await watch.fail(err.message);
     if (err.code === "ABORTED") throw err;
     const code = /mismatch between text model/.test(err.message) ? "WRONG_MODEL" : "LOAD_FAILED";
     throw new LoupeError(code, err.message, { nativeMessage: err.nativeMessage, cause: e });
   } finally {
-    if (timer !== undefined) clearInterval(timer);
     options.signal?.removeEventListener("abort", onAbort);
   }
   const warm = info.stages["projector warm-up"];

@@ -11,7 +11,10 @@ import {
   devices,
   DISPLAY,
   displayOptions,
+  embedFixture,
+  fixtureProjector,
   htmlPage,
+  loadEmbedder,
   loadModel,
   type MimeBundle,
   type PlotlyFigure,
@@ -232,11 +235,26 @@ Deno.test("results, models, devices and backends display richly; their data is u
   assert(PLOTLY in mb, "a memory plot");
 
   const devs = await devices();
-  assertEquals(Object.keys(devs[0]).includes(String(DISPLAY)), false);
+  assert(DISPLAY in devs, "devices() displays itself");
+  assertEquals(Object.getOwnPropertyDescriptor(devs, DISPLAY)?.enumerable, false, "…without a new enumerable key");
+  assertEquals(JSON.parse(JSON.stringify(devs)), JSON.parse(JSON.stringify([...devs])), "JSON is unchanged");
   const db = await (devs as unknown as { [DISPLAY](): Promise<MimeBundle> })[DISPLAY]();
   assert((db["text/html"] as string).includes(devs[0].description), "a device table");
-  const bb = await (await backends() as unknown as { [DISPLAY](): Promise<MimeBundle> })[DISPLAY]();
+  assert(PLOTLY in db, "a device memory plot");
+  const list = await backends();
+  const bb = await (list as unknown as { [DISPLAY](): Promise<MimeBundle> })[DISPLAY]();
   assert((bb["text/plain"] as string).includes("cpu"), "a backend table");
+  assert((bb["text/html"] as string).includes("<table"), "…in HTML too");
+  const bfig = bb[PLOTLY] as PlotlyFigure;
+  const bars = bfig.data[0] as { y: string[]; x: number[]; marker: { color: string[] } };
+  assertEquals(bars.y, list.map((b) => b.name), "one bar per backend");
+  const cpu = list.findIndex((b) => b.name === "cpu");
+  assertEquals(bars.x[cpu], list[cpu].devices, "the CPU backend's bar is its device count");
+  assertEquals(
+    new Set(list.map((b, i) => `${b.loaded}:${bars.marker.color[i]}`)).size,
+    new Set(list.map((b) => b.loaded)).size,
+    "one colour per loaded state",
+  );
   assertEquals(viewOf({ some: "object" }), null, "unknown values have no rich view");
   assertEquals((await bundleOf(42))["text/plain"], "42");
 });
@@ -246,4 +264,38 @@ Deno.test("an HTML page for scripts inlines plotly.js once for all its plots", a
   assert(page.startsWith("<!DOCTYPE html>"));
   assertEquals(page.split("inlined by loupe").length - 1, 1);
   assertEquals(page.split('class="loupe-plot"').length - 1, 2);
+});
+
+Deno.test("embedders, projectors and sessions display richly as the last expression of a cell", async () => {
+  await using embedder = await loadEmbedder(await embedFixture("bert"), { threads: THREADS });
+  const eb = await embedder[DISPLAY]();
+  assert((eb["text/plain"] as string).includes(embedder.info.desc), "what it is");
+  assert((eb["text/html"] as string).includes(`${embedder.info.dimensions}`), "its dimensions");
+  assert(PLOTLY in eb, "a memory plot");
+  const vectors = await embedder.embed(["a cat", "a dog"]);
+  const vb = await (vectors as unknown as { [DISPLAY](): Promise<MimeBundle> })[DISPLAY]();
+  const vfig = vb[PLOTLY] as PlotlyFigure;
+  assert(vfig.data.some((t) => t.name === "CPU" && (t.y as string[]).includes("encode")), "encode on the CPU");
+  assert(vfig.data.some((t) => t.name === "weights"), "weights beside the stages");
+
+  const { model: modelPath, projector: projectorPath } = await fixtureProjector("tiny");
+  await using model = await loadModel(modelPath, { threads: THREADS, gpuLayers: 0 });
+  const projector = await model.loadProjector(projectorPath);
+  const pb = await projector[DISPLAY]();
+  assert((pb["text/plain"] as string).includes("mlp"), "the projector type");
+  assert((pb["text/html"] as string).includes("projector warm-up"), "the load timeline");
+  const pfig = pb[PLOTLY] as PlotlyFigure;
+  assert(
+    pfig.data.some((t) => t.name === "CPU" && (t.y as string[]).includes("projector warm-up")),
+    "the warm-up's measured device in the waterfall",
+  );
+
+  await using session = await model.session({ contextSize: 64, systemPrompt: "Be brief." });
+  await session.chat("Hi", { maxTokens: 4, temperature: 0 });
+  const sb = await session[DISPLAY]();
+  assert(
+    (sb["text/plain"] as string).includes(`${session.tokens.length} of ${session.contextSize} tokens`),
+    "how full the context is",
+  );
+  assert((sb["text/html"] as string).includes("Be brief."), "the system prompt");
 });

@@ -132,7 +132,12 @@ for (
     const stdout = new TextDecoder().decode(out.stdout);
     assert(out.success, `${script} failed: ${new TextDecoder().decode(out.stderr).slice(-2000)}`);
     assert(stdout.includes(expect), `${script} prints "${expect}"`);
-    assert(/stage\s+/.test(stdout) || stdout.includes("tokens"), `${script} prints a table`);
+    // a timeline table (header, then a row with a measured device) or a comparison table (a row per stage)
+    const timelineTable = /^stage\s+start ms\s+wall ms\s+tokens\s+tok\/s\s+devices/m.test(stdout) &&
+      /^(prompt|generation|encode|image encode)\s+[\d.]+\s+[\d.]+\s+\d+\s+[\d.]+\s+CPU \d+\/\d+/m.test(stdout);
+    const comparisonTable = /^stage\s+\S/m.test(stdout) &&
+      /^(prompt|generation|image encode)\s+[\d.]+ ms CPU \d+\/\d+\s+[\d.]+ ms CPU \d+\/\d+/m.test(stdout);
+    assert(timelineTable || comparisonTable, `${script} prints a timeline or comparison table:\n${stdout}`);
     const page = await Deno.readTextFile(html);
     assertEquals(page.split("inlined by loupe").length - 1, 1, "the HTML report inlines plotly.js once");
     assert(page.includes("Plotly.newPlot"), "the report draws plots");

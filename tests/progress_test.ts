@@ -4,7 +4,7 @@
 // Deno.jupyter; notebooks_test.ts checks the same in the real kernel.
 import { assert, assertEquals } from "./assert.ts";
 import { build, fixture, THREADS } from "./helpers.ts";
-import { loadModel, Progress, showStream } from "../mod.ts";
+import { embedFixture, fixtureProjector, loadEmbedder, loadModel, Progress, showStream } from "../mod.ts";
 import { buildStepReporter, ensureBuildWithProgress, progressFor } from "../src/progress.ts";
 import type { KernelApi } from "../src/jupyter.ts";
 
@@ -125,4 +125,29 @@ Deno.test("showStream streams into one notebook output and returns the result", 
   });
   assertEquals(printed, full.text + "\n");
   assertEquals(again.tokens, full.tokens);
+});
+
+Deno.test("loading a model, an embedder or a projector shows one bar per load in a notebook", async () => {
+  const api = recorder();
+  const deno = Deno as unknown as { jupyter?: KernelApi };
+  deno.jupyter = api; // as inside the kernel: progress goes to the notebook by default
+  try {
+    const { model: modelPath, projector: projectorPath } = await fixtureProjector("tiny");
+    await using model = await loadModel(modelPath, { threads: THREADS, gpuLayers: 0 });
+    await model.loadProjector(projectorPath);
+    await using _embedder = await loadEmbedder(await embedFixture("bert"), { threads: THREADS });
+    await using _quiet = await loadModel(modelPath, { threads: THREADS, progress: false });
+  } finally {
+    deno.jupyter = undefined;
+  }
+  const ids = [...new Set(api.sent.map((s) => s.id))];
+  assertEquals(ids.length, 3, "one output per load, none for progress: false");
+  const files = ["tiny.gguf", "projector-tiny.gguf", "embed-bert.gguf"];
+  ids.forEach((id, i) => {
+    const own = api.sent.filter((s) => s.id === id);
+    assertEquals(own[0].type, "display_data");
+    assert(own.slice(1).every((s) => s.type === "update_display_data"), "then updated in place");
+    assert(own[0].text.startsWith(`loading ${files[i]}`), own[0].text);
+    assert(own.at(-1)!.html.includes('data-state="done"'), "ends done");
+  });
 });

@@ -70,7 +70,8 @@ def main(argv=None):
     ap.add_argument("--deno-version", default=os.environ.get("LOUPE_DENO_VERSION", DENO_VERSION),
                     help='Deno version to install ("any": keep the one on PATH)')
     ap.add_argument("--engine", default=os.environ.get("LOUPE_ENGINE"),
-                    help="engine package (default: detected: CUDA 12 below driver 580, CUDA 13 above, else CPU)")
+                    help="engine package (default: detected: the CUDA build of the installed CUDA runtime, "
+                         "CUDA 12 on Colab; see chooseVariant in native/build.ts)")
     ap.add_argument("--kernel-name", default="deno", help='kernel spec name (default "deno", what the notebooks use)')
     ap.add_argument("--display-name", default="Deno (loupe)")
     ap.add_argument("--kernels-dir", help="where kernel specs go (default: Jupyter's per-user directory)")
