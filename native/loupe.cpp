@@ -263,11 +263,25 @@ int device_table::index_of(ggml_backend_buffer_t buf) {
 
 bool eval_callback(struct ggml_tensor * t, bool ask, void * user_data) {
     auto * m = static_cast<measured *>(user_data);
-    if (ask && m->cur_stage) {
-        ggml_backend_buffer_t buf = t->view_src ? t->view_src->buffer : t->buffer;
-        m->cur_stage->count(m->devices.index_of(buf), t->op, t->name);
+    // ggml's scheduler asks about every node of a split before it computes the split, and
+    // computes up to the first node asked for, then calls again with ask = false: returning
+    // false there skips the rest of the split.
+    const bool stopping = m->stop && m->stop->load(std::memory_order_relaxed);
+    if (ask) {
+        if (stopping) {
+            return true;  // compute this node alone, then leave the split
+        }
+        if (m->cur_stage) {
+            ggml_backend_buffer_t buf = t->view_src ? t->view_src->buffer : t->buffer;
+            m->cur_stage->count(m->devices.index_of(buf), t->op, t->name);
+        }
+        if (m->stop && ++m->since_check >= measured::stop_check_nodes) {
+            m->since_check = 0;
+            return true;  // a piece ends here: the flag is looked at after it
+        }
+        return false;  // otherwise never ask for data: each split runs as one graph
     }
-    return false;  // never ask for the data: each split runs as one graph
+    return !stopping;
 }
 
 json stage_json(const stage_stats & s, const device_table & devs) {

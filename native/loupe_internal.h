@@ -76,9 +76,16 @@ json stage_json(const stage_stats & s, const device_table & devs);
 struct measured {
     device_table devices;
     stage_stats * cur_stage = nullptr;
+    // While set (an image encode, which has no abort callback of its own), the graph runs in
+    // pieces of stop_check_nodes nodes, and once the flag is true the rest of each split is
+    // skipped. The caller checks the flag afterwards and throws the partial result away.
+    const std::atomic<bool> * stop = nullptr;
+    int64_t since_check = 0;
+    static constexpr int64_t stop_check_nodes = 128;
 };
 
-// ggml_backend_sched_eval_callback: counts every node into the `measured` user data.
+// ggml_backend_sched_eval_callback: counts every node into the `measured` user data, and cuts
+// the graph short once `stop` is raised.
 bool eval_callback(struct ggml_tensor * t, bool ask, void * user_data);
 
 // Something that records errors: sets its own message and the thread's.

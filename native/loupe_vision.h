@@ -92,8 +92,10 @@ int32_t loupe_vision_prefill(loupe_ctx * ctx, loupe_projector * proj, const char
 int32_t loupe_vision_gen_begin(loupe_projector * proj, loupe_ctx * ctx, const char * params_json);
 
 // What the last loupe_vision_prefill did: {nPast, textTokens: [ids], imageTokens, chunks:
-// [{type: "text"|"image", tokens}], images: [{width, height}], stages: {<name>: stage}}.
-// Owned by the projector.
+// [{type: "text"|"image", tokens}], images: [{width, height}], stages: {<name>: stage}}. After
+// LOUPE_ERR_ABORTED: {aborted: true, stages} with what ran before the abort (an abort during an
+// image encode cuts its graph short: the encode stage then counts the nodes that ran). "{}" after
+// other errors. Owned by the projector.
 const char * loupe_vision_output(loupe_projector * proj);
 
 // ---- Vulkan drivers ------------------------------------------------------------------

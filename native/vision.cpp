@@ -632,7 +632,12 @@ int32_t loupe_projector_warmup(loupe_projector * p) {
         }
         for (size_t i = 0; i < chunks.size(); i++) {
             if (mtmd_input_chunk_get_type(chunks[i]) == MTMD_INPUT_CHUNK_TYPE_IMAGE) {
+                p->stop = &p->cancel;  // cancelling the load cuts the warm-up encode short
                 int32_t rc = encode_chunk(p, chunks[i], stage);
+                p->stop = nullptr;
+                if (p->cancel.load()) {
+                    return p->set_error(LOUPE_ERR_ABORTED, "loading was cancelled");
+                }
                 if (rc != LOUPE_OK) {
                     return rc;
                 }
@@ -856,6 +861,21 @@ int32_t loupe_vision_prefill(loupe_ctx * c, loupe_projector * p, const char * pr
         stage_stats & encode = p->stages["image encode"];
         stage_stats & image_decode = c->stages["image decode"];
         stage_stats & prompt_stage = c->stages["prompt"];
+        // the output: what ran, also when an abort cut the prompt short (then with aborted: true)
+        p->output.clear();
+        auto record = [&](json out) {
+            json stages = json::object();
+            stages["image preprocess"] = stage_json(preprocess, p->devices);
+            stages["image encode"] = stage_json(encode, p->devices);
+            stages["image decode"] = stage_json(image_decode, c->devices);
+            stages["prompt"] = stage_json(prompt_stage, c->devices);
+            out["stages"] = stages;
+            p->output = out.dump();
+        };
+        auto aborted = [&]() {
+            record({ { "aborted", true } });
+            return p->set_error(LOUPE_ERR_ABORTED, "aborted");
+        };
 
         // tokenize: text is tokenized, images are preprocessed (resized, normalized)
         mtmd::input_chunks chunks(mtmd_input_chunks_init());
@@ -911,7 +931,7 @@ int32_t loupe_vision_prefill(loupe_ctx * c, loupe_projector * p, const char * pr
         auto ctx_failed = [&](int32_t rc) { return p->set_error(rc, c->error); };
         for (size_t i = 0; i < n_chunks; i++) {
             if (c->abort.load()) {
-                return p->set_error(LOUPE_ERR_ABORTED, "aborted");
+                return aborted();
             }
             const mtmd_input_chunk * ch = chunks[i];
             if (mtmd_input_chunk_get_type(ch) == MTMD_INPUT_CHUNK_TYPE_TEXT) {
@@ -928,7 +948,12 @@ int32_t loupe_vision_prefill(loupe_ctx * c, loupe_projector * p, const char * pr
                 }
                 continue;
             }
+            p->stop = &c->abort;  // an abort cuts the running encode short
             int32_t rc = encode_chunk(p, ch, encode);
+            p->stop = nullptr;
+            if (c->abort.load()) {
+                return aborted();
+            }
             if (rc != LOUPE_OK) {
                 return rc;
             }
@@ -942,7 +967,7 @@ int32_t loupe_vision_prefill(loupe_ctx * c, loupe_projector * p, const char * pr
             c->cur_stage = nullptr;
             if (rc != 0) {
                 if (rc == 2 || c->abort.load()) {
-                    return p->set_error(LOUPE_ERR_ABORTED, "aborted");
+                    return aborted();
                 }
                 return p->set_error(LOUPE_ERR_DECODE, "decoding the image embeddings failed with code " + std::to_string(rc) +
                                                           (cap.lines.empty() ? "" : ": " + cap.lines));
@@ -961,14 +986,11 @@ int32_t loupe_vision_prefill(loupe_ctx * c, loupe_projector * p, const char * pr
         p->prefilled = c;
         p->prefill_n_past = c->n_past;
 
-        json stages = json::object();
-        stages["image preprocess"] = stage_json(preprocess, p->devices);
-        stages["image encode"] = stage_json(encode, p->devices);
-        stages["image decode"] = stage_json(image_decode, c->devices);
-        stages["prompt"] = stage_json(prompt_stage, c->devices);
-        json out = { { "nPast", c->n_past },   { "textTokens", text_tokens }, { "imageTokens", n_image },
-                     { "chunks", chunk_list }, { "images", image_list },      { "stages", stages } };
-        p->output = out.dump();
+        record({ { "nPast", c->n_past },
+                 { "textTokens", text_tokens },
+                 { "imageTokens", n_image },
+                 { "chunks", chunk_list },
+                 { "images", image_list } });
         return LOUPE_OK;
     });
 }

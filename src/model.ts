@@ -493,10 +493,12 @@ export class Model extends NativeOwner {
   }
 
   /**
-   * Streams text pieces as they are sampled. The final result (with the timeline) is on
-   * `stream.result` once iteration ends.
+   * Streams text pieces as they are sampled: of a prompt, or of a chat reply when given messages
+   * (content may hold images; the same as {@linkcode streamChat}). The final result (with the
+   * timeline) is on `stream.result` once iteration ends.
    */
-  stream(prompt: string, options: GenerateOptions = {}): TextStream {
+  stream(prompt: string | Array<ChatMessage | VisionMessage>, options: GenerateOptions = {}): TextStream {
+    if (Array.isArray(prompt)) return this.streamChat(prompt, options);
     return new TextStream((onPiece) => this.#run(prompt, options, "generate", onPiece, STREAM_STEP));
   }
 

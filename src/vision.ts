@@ -695,13 +695,13 @@ export function visionChat(
         });
       } catch (e) {
         const err = wrap(e, "Cannot evaluate the prompt with images");
-        if (err.code === "ABORTED") return aborted(timeline, warnings);
-        throw err;
+        if (err.code !== "ABORTED") throw err;
+        // what ran before the abort; an image encode it cut short counts the nodes that ran
+        addPrefillStages(timeline, native.output<Partial<PrefillOutput>>(), true);
+        return aborted(timeline, warnings);
       }
       const pre = native.output<PrefillOutput>();
-      for (const name of ["image preprocess", "image encode", "image decode", "prompt"]) {
-        if (pre.stages[name]) timeline.addNative(name, pre.stages[name]);
-      }
+      addPrefillStages(timeline, pre);
       const encodeStage = timeline.stage("image encode");
       const mixed = encodeStage && mixedPlacement(encodeStage);
       if (mixed) warnings.push(mixed);
@@ -771,6 +771,14 @@ export function visionChat(
 
   function aborted(timeline: Timeline, warnings: string[], pre: PrefillOutput | null = null): VisionResult {
     return finish(timeline, warnings, pre, { text: "", tokens: [], stopReason: "aborted" });
+  }
+}
+
+/** The prompt's stages of a prefill output, in order: image preprocess, encode, decode, prompt. */
+function addPrefillStages(timeline: Timeline, pre: Partial<PrefillOutput>, onlyRun = false): void {
+  for (const name of ["image preprocess", "image encode", "image decode", "prompt"]) {
+    const stage = pre.stages?.[name];
+    if (stage && (!onlyRun || stage.wallUs > 0)) timeline.addNative(name, stage);
   }
 }
 

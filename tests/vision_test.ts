@@ -190,15 +190,67 @@ Deno.test("requireDevice: cpu passes; gpu on a CPU-only engine fails, naming the
   assert(!projector.closed, "a failed load leaves the loaded projector alone");
 });
 
-Deno.test("streamChat with images yields the chat's text; a signal aborts", async () => {
+Deno.test("a signal cuts a running image encode short, and cancels a projector's warm-up; the model stays usable", async () => {
+  // a projector whose encode takes a while on a CPU (12 blocks of width 512, 576 image tokens)
+  const slow = await makeProjector(join(tmp, "slow-projector.gguf"), {
+    nEmbdText: proj.nEmbdText,
+    nEmbd: 512,
+    nLayer: 12,
+    nHead: 8,
+    nFf: 2048,
+    imageSize: 336,
+    patchSize: 14,
+    type: "f32",
+    seed: 3,
+    name: "loupe-slow-projector",
+  });
+  await using m = await loadModel(tinyPath, { threads: THREADS, gpuLayers: 0, progress: false });
+  await m.loadProjector(slow.path, { warmup: false });
+  const img = picture(336, 336);
+  const messages: VisionMessage[] = [{ role: "user", content: [{ image: img }, "What is it?"] }];
+  const full = await m.chat(messages, { ...greedy, maxTokens: 2 });
+  const fullEncode = full.timeline.stage("image encode")!;
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), fullEncode.wallMs / 4);
+  const cut = await m.chat(messages, { ...greedy, maxTokens: 2, signal: ac.signal });
+  clearTimeout(timer);
+  assertEquals(cut.stopReason, "aborted");
+  assertEquals(cut.tokens, []);
+  const cutEncode = cut.timeline.stage("image encode");
+  assert(cutEncode, `the aborted call's timeline shows the encode that ran: ${cut.timeline}`);
+  const nodes = (s: Stage) => Object.values(s.devices).reduce((a, d) => a + d.nodes, 0);
+  log(`encode: ${nodes(cutEncode)} of ${nodes(fullEncode)} nodes before the abort`);
+  assert(
+    nodes(cutEncode) > 0 && nodes(cutEncode) < nodes(fullEncode),
+    `cut short: ${nodes(cutEncode)} of ${nodes(fullEncode)} nodes ran`,
+  );
+  const again = await m.chat(messages, { ...greedy, maxTokens: 2 });
+  assertEquals(again.tokens, full.tokens, "the next call is whole again");
+
+  // cancelling a load during the projector's warm-up encode
+  await using m2 = await loadModel(tinyPath, { threads: THREADS, gpuLayers: 0, progress: false });
+  const ac2 = new AbortController();
+  setTimeout(() => ac2.abort(), fullEncode.wallMs / 4);
+  const err = await assertRejects(() => m2.loadProjector(slow.path, { signal: ac2.signal }), LoupeError);
+  assertEquals(err.code, "ABORTED");
+  await m2.loadProjector(slow.path, { warmup: false }); // the model can take a projector after that
+});
+
+Deno.test("streamChat (and stream) with images yields the chat's text; a signal aborts", async () => {
   const messages: VisionMessage[] = [{ role: "user", content: [{ image: TEST_JPEG }, "Tell me more."] }];
   const full = await model.chat(messages, { ...greedy, maxTokens: 24 });
-  const stream = model.streamChat(messages, { ...greedy, maxTokens: 24 });
-  const pieces: string[] = [];
-  for await (const p of stream) pieces.push(p);
-  assertEquals(pieces.join(""), full.text);
-  assertEquals((await stream.result).tokens, full.tokens);
-  assert(pieces.length >= 2, `several pieces (${pieces.length})`);
+  for (
+    const stream of [
+      model.streamChat(messages, { ...greedy, maxTokens: 24 }),
+      model.stream(messages, { ...greedy, maxTokens: 24 }),
+    ]
+  ) {
+    const pieces: string[] = [];
+    for await (const p of stream) pieces.push(p);
+    assertEquals(pieces.join(""), full.text);
+    assertEquals((await stream.result).tokens, full.tokens);
+    assert(pieces.length >= 2, `several pieces (${pieces.length})`);
+  }
   const pre = new AbortController();
   pre.abort();
   const aborted = await model.chat(messages, { maxTokens: 50, signal: pre.signal });
