@@ -352,8 +352,16 @@ function modelDevices(model: Model): string[] {
   return [...new Set(model.info.memory.filter((m) => m.model > 0 && m.device !== "CPU").map((m) => m.device))];
 }
 
-/** The encoder's device candidates, best first; the CPU last. */
-function candidates(options: ProjectorOptions, lmDevices: string[], devs: Device[]): string[] {
+/**
+ * The encoder's device candidates, best first, the CPU last: `gpu: false` → the CPU; `device`
+ * → it, then the CPU; else the GPU holding the model's weights (the first GPU when the model is
+ * on the CPU), then the other GPUs. Each is probed in turn where its driver needs it.
+ */
+export function projectorDeviceCandidates(
+  options: Pick<ProjectorOptions, "gpu" | "device">,
+  lmDevices: string[],
+  devs: Pick<Device, "name" | "type">[],
+): string[] {
   if (options.gpu === false) return ["CPU"];
   const gpus = devs.filter((d) => d.type === "gpu" || d.type === "igpu").map((d) => d.name);
   const first = options.device ?? lmDevices[0] ?? gpus[0];
@@ -416,7 +424,7 @@ export async function loadProjector(model: Model, path: string, options: Project
   // the encoder's device: the first candidate whose image path does not crash its driver
   const warnings: string[] = [];
   let device: string | undefined;
-  for (const cand of candidates(options, lmDevices, devs)) {
+  for (const cand of projectorDeviceCandidates(options, lmDevices, devs)) {
     if (options.probe === false || !visionProbeInvolves(cand, lmDevices, devs)) {
       device = cand;
       break;
@@ -483,6 +491,8 @@ export async function loadProjector(model: Model, path: string, options: Project
   const mixed = timeline.stage("projector warm-up") && mixedPlacement(timeline.stage("projector warm-up")!);
   if (mixed) {
     timeline.events.push({ atMs: timeline.stage("projector load")!.wallMs, what: mixed, kind: "mixedPlacement" });
+    warnings.push(mixed);
+    console.warn(`loupe: ${mixed}`);
   }
   try {
     checkPlacement(timeline, required, devs);

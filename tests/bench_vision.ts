@@ -75,6 +75,7 @@ async function loupeRound(model: Model, png: Uint8Array) {
     firstToken: ms("image encode") + ms("image decode") + ms("prompt") + ms("sampling"),
     e2e,
     devices: r.timeline.devicesUsed("image encode"),
+    timeline: r.timeline.toString(),
   };
 }
 
@@ -122,7 +123,8 @@ export async function benchVision(options: VisionBenchOptions = {}): Promise<Vis
         threads: THREADS,
         progress: false,
       });
-      await model.loadProjector(projectorPath, { gpu, device: gpu ? dev.name : undefined });
+      const projector = await model.loadProjector(projectorPath, { gpu, device: gpu ? dev.name : undefined });
+      log(`${dev.name}: ${projector.loadTimeline.toString()}`);
       const mine: Array<Awaited<ReturnType<typeof loupeRound>>> = [];
       const ref: Array<Awaited<ReturnType<typeof referenceRound>>> = [];
       for (let i = 0; i < rounds; i++) {
@@ -136,6 +138,7 @@ export async function benchVision(options: VisionBenchOptions = {}): Promise<Vis
             `(on ${mine.at(-1)!.devices.join(", ")}), llama-mtmd-cli ${ref.at(-1)!.encode} ms`,
         );
       }
+      log(`${dev.name}, last round: ${mine.at(-1)!.timeline}`);
       const enc = median(mine.map((m) => m.encode));
       const refEnc = median(ref.map((m) => m.encode));
       const ftt = median(mine.map((m) => m.firstToken));

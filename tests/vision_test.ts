@@ -21,6 +21,7 @@ import {
   type VisionMessage,
 } from "../mod.ts";
 import { projectorPresetOptions } from "../src/fixtures_vision.ts";
+import { projectorDeviceCandidates } from "../src/vision.ts";
 
 const { model: tinyPath, projector: projectorPath } = await fixtureProjector("tiny");
 const TEST_JPEG = join(build.sourceDir, "tools", "mtmd", "test-1.jpeg");
@@ -66,6 +67,11 @@ Deno.test("greedy image chat equals llama-mtmd-cli on the pinned source's test-1
   assertEquals(r.imageTokens, TOKENS_PER_IMAGE);
   assertEquals(r.images, [{ width: 640, height: 488 }]);
   log(`reply: ${JSON.stringify(r.text)}`);
+  // the same JPEG given as its bytes
+  const bytes = await Deno.readFile(TEST_JPEG);
+  const b = await model.chat([{ role: "user", content: [{ image: bytes }, prompt] }], { ...greedy, maxTokens: 32 });
+  assertEquals(b.text, ref, "a JPEG given as bytes");
+  assertEquals(b.images, r.images);
 });
 
 Deno.test("several images and turns, given as bytes, raw pixels and paths, equal llama-mtmd-cli", async () => {
@@ -188,6 +194,20 @@ Deno.test("requireDevice: cpu passes; gpu on a CPU-only engine fails, naming the
   );
   assertEquals(load.code, "BACKEND_UNAVAILABLE");
   assert(!projector.closed, "a failed load leaves the loaded projector alone");
+});
+
+Deno.test("the encoder's device: the model's GPU by default, `device` picks another, `gpu: false` the CPU", () => {
+  const cpu = { name: "CPU", type: "cpu" as const };
+  const two = [cpu, { name: "CUDA0", type: "gpu" as const }, { name: "CUDA1", type: "gpu" as const }];
+  const pick = projectorDeviceCandidates;
+  assertEquals(pick({}, ["CUDA1"], two), ["CUDA1", "CUDA0", "CPU"], "the GPU with the model's weights first");
+  assertEquals(pick({}, [], two), ["CUDA0", "CUDA1", "CPU"], "a model on the CPU: the first GPU");
+  assertEquals(pick({ device: "CUDA0" }, ["CUDA1"], two), ["CUDA0", "CPU"], "an explicit device, then only the CPU");
+  assertEquals(pick({ gpu: false }, ["CUDA1"], two), ["CPU"], "kept on the CPU on purpose");
+  assertEquals(pick({ device: "CPU" }, ["CUDA1"], two), ["CPU"]);
+  assertEquals(pick({}, [], [cpu]), ["CPU"], "no GPU");
+  const igpu = [cpu, { name: "Vulkan0", type: "igpu" as const }];
+  assertEquals(pick({}, [], igpu), ["Vulkan0", "CPU"], "an integrated GPU counts");
 });
 
 Deno.test("a signal cuts a running image encode short, and cancels a projector's warm-up; the model stays usable", async () => {

@@ -6,7 +6,7 @@
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { fixture } from "./helpers.ts";
 import { ensureBuild } from "../native/build.ts";
-import { engineInfo, loadModel, type Stage } from "../mod.ts";
+import { engineInfo, loadModel, mixedPlacement, type Stage } from "../mod.ts";
 import { CHILD_THREADS, N_PREDICT, PROMPTS, RESULT_PREFIX } from "./vulkan_child.ts";
 import { ChildError, runTestChild, VULKAN_ENV } from "./child_runner.ts";
 
@@ -186,10 +186,18 @@ Deno.test("vulkan engine: the timeline shows Vulkan0 running the offloaded layer
     assertEquals(p.devices.CPU.firstHeavy, "MUL_MAT Qcur-0");
     assertEquals(p.devices.Vulkan0?.ops.MUL_MAT, p.graphs * (perGraph - MUL_MAT_PER_LAYER), `${name}: the rest`);
     assertEquals(p.devices.Vulkan0.firstHeavy, `MUL_MAT Qcur-${n - 1}`);
+    // the sentence a mixed stage gets (as the image encoder's warnings do), on this real split
+    const named = mixedPlacement(p);
+    assert(
+      named?.startsWith(`${name}: mixed placement: Vulkan0 ran ${p.devices.Vulkan0.nodes} of `) &&
+        named.includes(`CPU ran `) && named.includes(`MUL_MAT ×${p.graphs * MUL_MAT_PER_LAYER}`),
+      `${name}: ${named}`,
+    );
     // Nothing offloaded: everything on the CPU.
     const z = stage(none, name);
     assertEquals(Object.keys(z.devices), ["CPU"], `${name}: only the CPU with gpuLayers 0`);
     assertEquals(z.devices.CPU.ops.MUL_MAT, z.graphs * perGraph);
+    assertEquals(mixedPlacement(z), null, `${name}: one device is no mixed placement`);
   }
   assert(all.weights.Vulkan0 > 0 && partial.weights.Vulkan0 > 0, "weights on Vulkan0 when offloaded");
   assertEquals(Object.keys(none.weights), ["CPU"]);
