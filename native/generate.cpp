@@ -217,7 +217,8 @@ void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int
             }
         }
     }
-    c->max_tokens = p.value("maxTokens", 256);
+    // 64-bit first: a huge count is "no limit" (INT32_MAX), never a small number after wrapping
+    c->max_tokens = (int32_t) std::clamp<int64_t>(p.value("maxTokens", (int64_t) 256), 0, INT32_MAX);
     c->ignore_eos = p.value("ignoreEos", false);
     c->prompt.assign(tokens, tokens + n_tokens);
     c->prompt_done = 0;

@@ -14,7 +14,7 @@ import { describeKind, modelKind } from "./embed_kind.ts";
 import { LoupeError, type LoupeErrorCode } from "./errors.ts";
 import type { LoadSessionOptions, Session, SessionOptions } from "./session.ts";
 import { readCheckedHeader } from "./preflight.ts";
-import { invalidGenerateOption } from "./generate_options.ts";
+import { checkGenerateOptions } from "./generate_options.ts";
 import type { Projector, ProjectorOptions, VisionMessage, VisionResult } from "./vision.ts";
 import { assertDeviceAvailable, type Device, devices } from "./engine.ts";
 import { checkPlacement, type DeviceMemory, type NativeStage, Timeline } from "./timeline.ts";
@@ -529,14 +529,12 @@ export class Model extends NativeOwner {
     if (typeof prompt !== "string") {
       return Promise.reject(new LoupeError("INVALID_ARGUMENT", "Cannot generate: the prompt must be a string"));
     }
-    const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
-    if (!Number.isInteger(maxTokens) || maxTokens < 0) {
-      return Promise.reject(
-        new LoupeError("INVALID_ARGUMENT", `Cannot generate: maxTokens must be a whole number, not ${maxTokens}`),
-      );
+    let maxTokens: number;
+    try {
+      maxTokens = checkGenerateOptions(options, DEFAULT_MAX_TOKENS);
+    } catch (e) {
+      return Promise.reject(e);
     }
-    const invalid = invalidGenerateOption(options as Record<string, unknown>);
-    if (invalid) return Promise.reject(new LoupeError("INVALID_ARGUMENT", `Cannot generate: ${invalid}`));
     return this.#serial(async () => {
       const timeline = new Timeline(kind);
       const t0 = performance.now();

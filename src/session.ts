@@ -24,7 +24,7 @@ import { openLibrary } from "../ffi/library.ts";
 import { NativeSession } from "../ffi/session.ts";
 import { attachDisplay, DISPLAY, displayBundle, type MimeBundle, sessionView, VIEW, type View } from "./display.ts";
 import { LoupeError } from "./errors.ts";
-import { invalidGenerateOption } from "./generate_options.ts";
+import { checkGenerateOptions } from "./generate_options.ts";
 import { readGGUFFile } from "./gguf.ts";
 import {
   type ChatMessage,
@@ -136,9 +136,15 @@ const sessionFinalizer = new FinalizationRegistry<{ native: NativeSession; unado
   held.unadopt();
 });
 
+/** Samples of the tensor data in a model's identity, and the bytes of each. */
+const IDENTITY_SAMPLES = 16;
+const IDENTITY_SAMPLE_BYTES = 64 * 1024;
+
 /**
- * The identity of a model file: SHA-256 of its GGUF header (metadata and tensor table), which
- * names the architecture, dimensions, tokenizer and every tensor's shape and offset.
+ * The identity of a model file: SHA-256 of its GGUF header (metadata and tensor table, which
+ * name the architecture, dimensions, tokenizer and every tensor's shape and offset), its size,
+ * and 16 samples of 64 KiB spread evenly over the tensor data, so a model of the same shapes with
+ * other weights (another seed, a fine-tune) is another model. Reads at most 1 MiB past the header.
  */
 export function modelIdentity(model: Model): Promise<string> {
   let id = identities.get(model);
@@ -146,14 +152,27 @@ export function modelIdentity(model: Model): Promise<string> {
     id = (async () => {
       const header = await readGGUFFile(model.path);
       using file = await Deno.open(model.path, { read: true });
-      const bytes = new Uint8Array(header.headerSize);
-      let got = 0;
-      while (got < bytes.length) {
-        const n = await file.read(bytes.subarray(got));
-        if (n === null) break;
-        got += n;
+      const size = (await file.stat()).size;
+      const readAt = async (offset: number, length: number) => {
+        const bytes = new Uint8Array(Math.max(0, Math.min(length, size - offset)));
+        await file.seek(offset, Deno.SeekMode.Start);
+        let got = 0;
+        while (got < bytes.length) {
+          const n = await file.read(bytes.subarray(got));
+          if (n === null) break;
+          got += n;
+        }
+        return bytes.subarray(0, got);
+      };
+      const parts = [await readAt(0, header.headerSize), new TextEncoder().encode(`size ${size}`)];
+      const data = size - header.headerSize;
+      for (let i = 0; i < IDENTITY_SAMPLES && data > 0; i++) {
+        const offset = header.headerSize + Math.floor((data * i) / IDENTITY_SAMPLES);
+        parts.push(await readAt(offset, IDENTITY_SAMPLE_BYTES));
       }
-      const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes.subarray(0, got)));
+      const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+      parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
+      const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
       return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
     })();
     identities.set(model, id);
@@ -684,12 +703,7 @@ export class Session extends NativeOwner {
     step: { ms: number; tokens: number },
     kind: string,
   ): Promise<SessionResult> {
-    const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
-    if (!Number.isInteger(maxTokens) || maxTokens < 0) {
-      throw new LoupeError("INVALID_ARGUMENT", `Cannot generate: maxTokens must be a whole number, not ${maxTokens}`);
-    }
-    const invalid = invalidGenerateOption(options as Record<string, unknown>);
-    if (invalid) throw new LoupeError("INVALID_ARGUMENT", `Cannot generate: ${invalid}`);
+    const maxTokens = checkGenerateOptions(options, DEFAULT_MAX_TOKENS);
     const keep = nKeep ?? (this.model.info.addBos ? 1 : 0);
     const all = Int32Array.from([...this.#transcript, ...newTokens]);
     const timeline = new Timeline(kind);

@@ -23,6 +23,7 @@
  * @module
  */
 import { checkLoadOptions } from "./load_options.ts";
+import { checkGenerateOptions } from "./generate_options.ts";
 import { NativeOwner } from "./owner.ts";
 import { openLibrary } from "../ffi/library.ts";
 import { NativeImage, NativeImageError, NativeProjector } from "../ffi/vision.ts";
@@ -669,11 +670,11 @@ export function visionChat(
   } catch (e) {
     return Promise.reject(e);
   }
-  const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
-  if (!Number.isInteger(maxTokens) || maxTokens < 0) {
-    return Promise.reject(
-      new LoupeError("INVALID_ARGUMENT", `Cannot generate: maxTokens must be a whole number, not ${maxTokens}`),
-    );
+  let maxTokens: number;
+  try {
+    maxTokens = checkGenerateOptions(options, DEFAULT_MAX_TOKENS);
+  } catch (e) {
+    return Promise.reject(e);
   }
   const run = internals.serial(async () => {
     const native = projector.native();

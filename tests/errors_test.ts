@@ -77,6 +77,12 @@ Deno.test("bad generate arguments", async () => {
   assertEquals((await m.generate("", { maxTokens: 3, temperature: 0 })).promptTokens, [m.info.bos]);
   await assertRejects(() => m.generate("", { maxTokens: 3, addSpecial: false }), LoupeError, "empty");
   await assertRejects(() => m.generate("x", { maxTokens: -1 }), LoupeError, "maxTokens");
+  // the engine counts in 32 bits: a larger count is refused, not wrapped to a small one
+  await assertRejects(() => m.generate("x", { maxTokens: 2 ** 40 }), LoupeError, "at most 2147483647");
+  await assertRejects(() => m.chat([{ role: "user", content: "x" }], { maxTokens: 2 ** 31 }), LoupeError, "at most");
+  await using small = await loadModel(tiny, { contextSize: 32 });
+  const unlimited = await small.generate("x", { maxTokens: 2 ** 31 - 1, temperature: 0, ignoreEos: true });
+  assertEquals(unlimited.stopReason, "contextFull", "the largest count runs until the context is full");
   await assertRejects(() => m.generate(42 as unknown as string), LoupeError, "string");
   const nul = await m.generate("a\u0000b", { maxTokens: 2, temperature: 0 });
   assertEquals(nul.tokens.length, 2, "a NUL inside the prompt is text, not a terminator");

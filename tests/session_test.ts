@@ -2,7 +2,9 @@
 // files, concurrency and lifetimes. One CPU thread everywhere: ggml's thread pool spins at
 // barriers, which on a busy 2-core machine is 100x slower.
 import { assert, assertEquals, assertRejects } from "./assert.ts";
-import { type CompletionOptions, fixture, referenceCompletion } from "./helpers.ts";
+import { build, type CompletionOptions, fixture, referenceCompletion } from "./helpers.ts";
+import { FIXTURE_PRESETS, makeTextModel } from "../src/fixtures.ts";
+import { readGGUFFile } from "../src/gguf.ts";
 import {
   compareLogits,
   LOGIT_KEEP,
@@ -262,6 +264,20 @@ Deno.test("a state file from another model, or no state file at all, is a clear 
   assertEquals(e.code, "WRONG_MODEL");
   assert(e.message.startsWith(`Cannot load session "${path}": `), e.message);
   assert(e.message.includes(tiny) && e.message.includes(other.path), e.message);
+  // the same shapes, name and vocabulary with other weights (another seed) is another model too
+  const reseeded = join(dir, "tiny-seed-2.gguf");
+  const preset = FIXTURE_PRESETS.tiny;
+  await makeTextModel(reseeded, {
+    vocabPath: join(build.sourceDir, "models", preset.vocab),
+    name: preset.name,
+    type: preset.type,
+    seed: 2,
+  });
+  const headerOf = async (p: string) => (await Deno.readFile(p)).subarray(0, (await readGGUFFile(p)).headerSize);
+  assertEquals(await headerOf(reseeded), await headerOf(tiny), "the reseeded model's GGUF header is the fixture's");
+  await using twin = await loadModel(reseeded, { threads: THREADS });
+  const e2 = await assertRejects(() => twin.loadSession(path), LoupeError, "it was saved from another model");
+  assertEquals(e2.code, "WRONG_MODEL");
 
   const notSession = await assertRejects(() => model.loadSession(tiny), LoupeError, "not a loupe session file");
   assertEquals(notSession.code, "BAD_FORMAT");

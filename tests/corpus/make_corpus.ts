@@ -468,6 +468,8 @@ export interface BadPrompt {
   options?: Record<string, unknown>;
   /** Longer than the context (a multiple of the context size, in words). */
   contextMultiple?: number;
+  /** The error code every call (generate, session, chat) must give; without it any defined result passes. */
+  expect?: string;
 }
 
 /** The bad prompts. */
@@ -494,14 +496,14 @@ export function badPrompts(): BadPrompt[] {
     { name: "tokens-not-integers", tokens: [1, 2.5] },
     { name: "tokens-nan", tokens: [1, NaN] },
     { name: "tokens-empty", tokens: [] },
-    { name: "max-tokens-nan", text: "Hi", options: { maxTokens: NaN } },
-    { name: "max-tokens-negative", text: "Hi", options: { maxTokens: -1 } },
-    { name: "max-tokens-fraction", text: "Hi", options: { maxTokens: 1.5 } },
-    { name: "max-tokens-huge", text: "Hi", options: { maxTokens: 2 ** 40 } },
-    { name: "temperature-nan", text: "Hi", options: { temperature: NaN, maxTokens: 2 } },
+    { name: "max-tokens-nan", text: "Hi", options: { maxTokens: NaN }, expect: "INVALID_ARGUMENT" },
+    { name: "max-tokens-negative", text: "Hi", options: { maxTokens: -1 }, expect: "INVALID_ARGUMENT" },
+    { name: "max-tokens-fraction", text: "Hi", options: { maxTokens: 1.5 }, expect: "INVALID_ARGUMENT" },
+    { name: "max-tokens-huge", text: "Hi", options: { maxTokens: 2 ** 40 }, expect: "INVALID_ARGUMENT" },
+    { name: "temperature-nan", text: "Hi", options: { temperature: NaN, maxTokens: 2 }, expect: "INVALID_ARGUMENT" },
     { name: "temperature-negative", text: "Hi", options: { temperature: -3, maxTokens: 2 } },
-    { name: "top-k-string", text: "Hi", options: { topK: "forty", maxTokens: 2 } },
-    { name: "stop-not-strings", text: "Hi", options: { stop: [1, null], maxTokens: 2 } },
+    { name: "top-k-string", text: "Hi", options: { topK: "forty", maxTokens: 2 }, expect: "INVALID_ARGUMENT" },
+    { name: "stop-not-strings", text: "Hi", options: { stop: [1, null], maxTokens: 2 }, expect: "INVALID_ARGUMENT" },
     { name: "stop-empty-string", text: "Hi", options: { stop: [""], maxTokens: 2 } },
     { name: "seed-negative", text: "Hi", options: { seed: -1, maxTokens: 2, temperature: 1 } },
   ];

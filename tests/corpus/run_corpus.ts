@@ -140,7 +140,12 @@ async function main(kind: string, which: string, engineOnly: boolean): Promise<v
           const toks = m.tokenize(text);
           parts.push(`tokenize: ${toks.length}, round trip ${m.detokenize(toks, { removeSpecial: true }) === text}`);
         }
-        r = { ok: true, outcome: "result", message: short(parts.join("; ")) };
+        const unexpected = p.expect
+          ? parts.filter((x) => /^(generate|session|chat):/.test(x) && !x.endsWith(`: ${p.expect}`))
+          : [];
+        r = unexpected.length
+          ? { ok: false, outcome: "unexpected", message: short(`expected ${p.expect}: ${parts.join("; ")}`) }
+          : { ok: true, outcome: "result", message: short(parts.join("; ")) };
       } catch (e) {
         r = typed(e);
       }
