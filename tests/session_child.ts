@@ -77,6 +77,9 @@ export function compareLogits(a: Float32Array, b: Float32Array): { maxDiff: numb
   return { maxDiff, sameArgmax: am === bm };
 }
 
+/** Tokens generated after a save and load, by the original session and by the restored one. */
+export const RESTORE_TOKENS = 8;
+
 /** One thread: ggml's thread pool spins at barriers, which on a busy 2-core machine is 100x slower. */
 const THREADS = 1;
 
@@ -94,6 +97,8 @@ export interface ShiftRun {
   contextSize: number;
   nKeep: number | null;
   wallMs: number;
+  /** After the shifts, RESTORE_TOKENS greedy tokens of the session and of its saved and loaded copy (one-layer model). */
+  restore?: { original: number[]; restored: number[] };
   /** The logit check, for the one-layer model. */
   logits?: {
     kept: number;
@@ -152,6 +157,16 @@ async function main(mode: string, which: string, gpuLayersArg: string): Promise<
       ...compareLogits(shifted, direct),
       control: compareLogits(shifted, control),
     };
+    // save the shifted session, load it back, and continue both greedily
+    const file = await Deno.makeTempFile({ suffix: ".session" });
+    try {
+      await s.save(file);
+      await using restored = await model.loadSession(file);
+      const go = { maxTokens: RESTORE_TOKENS, temperature: 0, ignoreEos: true } as const;
+      out.restore = { original: (await s.generate("", go)).tokens, restored: (await restored.generate("", go)).tokens };
+    } finally {
+      await Deno.remove(file).catch(() => {});
+    }
   }
   console.log(RESULT_PREFIX + JSON.stringify(out));
 }

@@ -10,6 +10,7 @@ import {
   LOGIT_KEEP,
   LOGIT_TOLERANCE,
   oneLayerModel,
+  RESTORE_TOKENS,
   RESULT_PREFIX,
   SHIFT_CONTEXT,
   SHIFT_PROMPT,
@@ -60,6 +61,12 @@ function checkShiftRun(r: ShiftRun, what: string): void {
   const events = r.events.filter((e) => e.kind === "contextShift");
   assertEquals(events.length, r.shifts.length, `${what}: each shift is an event of the timeline`);
   assert(events[0].what.includes(`dropped ${r.shifts[0].dropped} tokens at position ${r.nKeep}`), events[0].what);
+}
+
+function checkRestore(r: ShiftRun, what: string): void {
+  assert(r.restore, `${what}: no save and load`);
+  assertEquals(r.restore.original.length, RESTORE_TOKENS, what);
+  assertEquals(r.restore.restored, r.restore.original, `${what}: the loaded session continues as the original`);
 }
 
 function checkLogits(r: ShiftRun, what: string): void {
@@ -200,11 +207,12 @@ Deno.test("CPU: four context lengths with shifts, token for token as llama-compl
   assertEquals(r.text, ref, "the same text as llama.cpp's own context shift");
 });
 
-Deno.test("CPU: after context shifts the logits equal a fresh evaluation of the kept tokens", async () => {
+Deno.test("CPU: after context shifts the logits equal a fresh evaluation of the kept tokens; save and load continue", async () => {
   const r = await runChild(["shift", "one", "0"]);
   checkShiftRun(r, "CPU, one layer");
   assertEquals(r.nKeep, LOGIT_KEEP);
   checkLogits(r, "CPU");
+  checkRestore(r, "CPU");
 });
 
 Deno.test("Vulkan engine with gpuLayers 0 (the reported segfault): four context lengths without a crash", async () => {
@@ -451,7 +459,7 @@ Deno.test("closing at random moments never crashes: each call ends aborted or co
   for (const k of Object.keys(outcomes)) assert(["aborted", "maxTokens", "saved", "CLOSED"].includes(k), k);
 });
 
-Deno.test("Vulkan (lavapipe, all layers offloaded): four context lengths, and the logits after shifts are right", async () => {
+Deno.test("Vulkan (lavapipe, all layers offloaded): four context lengths, the logits after shifts, save and load", async () => {
   const run = await vulkanRun;
   if (!run.ok) throw run.e;
   const r = run.r;
@@ -461,6 +469,7 @@ Deno.test("Vulkan (lavapipe, all layers offloaded): four context lengths, and th
   assertEquals(r.offloaded, 2, "the layer and the output layer are offloaded");
   checkShiftRun(r, "Vulkan, one layer");
   checkLogits(r, "Vulkan0");
+  checkRestore(r, "Vulkan0");
 });
 
 Deno.test("logit comparison helper: equal, different, argmax", () => {
