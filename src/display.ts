@@ -23,7 +23,7 @@
  */
 import type { BackendReport, Device } from "./engine.ts";
 import type { GenerateResult, Model } from "./model.ts";
-import type { DeviceMemory, Stage, Timeline } from "./timeline.ts";
+import type { DeviceMemory, Stage, Timeline, TimelineEvent } from "./timeline.ts";
 import { kernelApi, publish } from "./jupyter.ts";
 
 /** The key the `deno jupyter` kernel looks for: `Symbol.for("Jupyter.display")`. */
@@ -213,7 +213,11 @@ export function swatch(device: string): string {
 // Timelines
 
 /** The parts of a timeline the renderers use (a `Timeline` or its JSON form). */
-export type TimelineLike = Pick<Timeline, "kind" | "stages"> & { memory?: DeviceMemory[]; totalMs?: number };
+export type TimelineLike = Pick<Timeline, "kind" | "stages"> & {
+  memory?: DeviceMemory[];
+  totalMs?: number;
+  events?: TimelineEvent[];
+};
 
 /** One device's part of a stage bar. */
 export interface StageSegment {
@@ -240,7 +244,8 @@ export function stageSegments(stage: Stage): StageSegment[] {
 }
 
 function stageLabel(stage: Stage): string {
-  return stage.name + (stage.interleavedWith ? ` (in ${stage.interleavedWith})` : "");
+  return stage.name + (stage.interleavedWith ? ` (in ${stage.interleavedWith})` : "") +
+    (stage.reused ? ` (+${stage.reused} reused)` : "");
 }
 
 function uniqueLabels(stages: Stage[]): string[] {
@@ -391,6 +396,30 @@ export function timelineFigure(t: TimelineLike, options: { title?: string } = {}
     yaxis: { type: "category", categoryorder: "array", categoryarray: labels, autorange: "reversed", automargin: true },
     annotations,
   };
+  // events (context shifts, skipped devices, mixed placements): a dashed line at their time
+  const events = t.events ?? [];
+  if (events.length) {
+    layout.shapes = events.map((e) => ({
+      type: "line",
+      xref: "x",
+      yref: "paper",
+      x0: e.atMs,
+      x1: e.atMs,
+      y0: 0,
+      y1: 1,
+      line: { color: "#8e24aa", width: 1, dash: "dot" },
+    }));
+    data.push({
+      type: "scatter",
+      mode: "markers",
+      name: "events",
+      x: events.map((e) => e.atMs),
+      y: events.map(() => labels[0]),
+      marker: { symbol: "triangle-down", size: 9, color: "#8e24aa" },
+      hovertext: events.map((e) => e.what),
+      hoverinfo: "text",
+    });
+  }
   if (weights.length) {
     data.push({
       type: "bar",
@@ -436,6 +465,11 @@ function timelineText(t: TimelineLike): string {
 function timelineHtml(t: TimelineLike): string {
   const total = t.totalMs ?? t.stages.filter((s) => !s.interleavedWith).reduce((a, s) => a + s.wallMs, 0);
   let html = htmlTable(STAGE_COLUMNS, t.stages, `${t.kind} timeline, ${formatMs(total)} ms`);
+  if (t.events?.length) {
+    html += `<ul class="loupe-events">${
+      t.events.map((e) => `<li>${formatMs(e.atMs)} ms: ${escapeHtml(e.what)}</li>`).join("")
+    }</ul>`;
+  }
   const weights = weightsOf(t.memory);
   if (weights.length) {
     html += `<div class="loupe-note">weights: ${

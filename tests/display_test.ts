@@ -299,3 +299,23 @@ Deno.test("embedders, projectors and sessions display richly as the last express
   );
   assert((sb["text/html"] as string).includes("Be brief."), "the system prompt");
 });
+
+Deno.test("a session's reused tokens and context shifts show in the HTML table and on the waterfall", async () => {
+  await using model = await loadModel(await fixture("tiny"), { threads: THREADS });
+  await using session = await model.session({ contextSize: 256 });
+  await session.generate("Once upon a time", { maxTokens: 4, temperature: 0 });
+  const r = await session.generate(" and then", { maxTokens: 300, temperature: 0, ignoreEos: true });
+  assert(r.reusedTokens > 0 && r.shifts.length > 0, `reused ${r.reusedTokens}, ${r.shifts.length} shifts`);
+  const b = await bundleOf(r.timeline);
+  const html = b["text/html"] as string;
+  assert(html.includes(`(+${r.reusedTokens} reused)`), "the reused tokens in the table");
+  assert(
+    html.includes(`dropped ${r.shifts[0].dropped} tokens at position ${r.shifts[0].position}`),
+    "each shift listed",
+  );
+  const fig = b[PLOTLY] as PlotlyFigure;
+  const marks = fig.data.find((t) => t.name === "events") as { x: number[]; hovertext: string[] };
+  assertEquals(marks.x.length, r.timeline.events.length, "one marker per event");
+  assert(marks.hovertext[0].includes("context shift"), marks.hovertext[0]);
+  assertEquals((fig.layout.shapes as unknown[]).length, r.timeline.events.length, "one line per event");
+});
