@@ -343,14 +343,23 @@ size_t count_markers(const std::string & text, const std::string & marker) {
     return n;
 }
 
-// Encodes one image chunk, measured into `stage` on the projector's device table.
-int32_t encode_chunk(loupe_projector * p, const mtmd_input_chunk * chunk, stage_stats & stage) {
+// Encodes one image chunk, measured into `stage` on the projector's device table. Raising `stop`
+// cuts the running encode short (see loupe::measured::stop): then LOUPE_ERR_ABORTED, with no
+// message set (the caller words it).
+int32_t encode_chunk(loupe_projector * p, const mtmd_input_chunk * chunk, stage_stats & stage,
+                     const std::atomic<bool> & stop) {
     log_capture cap;
     p->cur_stage = &stage;
+    p->stop = &stop;
+    p->since_check = 0;
     int64_t t0 = now_us();
     int32_t rc = mtmd_encode_chunk(p->mctx, chunk);
     stage.wall_us += now_us() - t0;
     p->cur_stage = nullptr;
+    p->stop = nullptr;
+    if (stop.load()) {
+        return LOUPE_ERR_ABORTED;
+    }
     if (rc != 0) {
         return p->set_error(LOUPE_ERR_DECODE, "the image encoder failed" + (cap.lines.empty() ? "" : ": " + cap.lines));
     }
@@ -632,11 +641,10 @@ int32_t loupe_projector_warmup(loupe_projector * p) {
         }
         for (size_t i = 0; i < chunks.size(); i++) {
             if (mtmd_input_chunk_get_type(chunks[i]) == MTMD_INPUT_CHUNK_TYPE_IMAGE) {
-                p->stop = &p->cancel;  // cancelling the load cuts the warm-up encode short
-                int32_t rc = encode_chunk(p, chunks[i], stage);
-                p->stop = nullptr;
-                if (p->cancel.load()) {
-                    return p->set_error(LOUPE_ERR_ABORTED, "loading was cancelled");
+                // cancelling the load cuts the warm-up encode short
+                int32_t rc = encode_chunk(p, chunks[i], stage, p->cancel);
+                if (rc == LOUPE_ERR_ABORTED) {
+                    return p->set_error(rc, "loading was cancelled");
                 }
                 if (rc != LOUPE_OK) {
                     return rc;
@@ -948,10 +956,8 @@ int32_t loupe_vision_prefill(loupe_ctx * c, loupe_projector * p, const char * pr
                 }
                 continue;
             }
-            p->stop = &c->abort;  // an abort cuts the running encode short
-            int32_t rc = encode_chunk(p, ch, encode);
-            p->stop = nullptr;
-            if (c->abort.load()) {
+            int32_t rc = encode_chunk(p, ch, encode, c->abort);  // an abort cuts the encode short
+            if (rc == LOUPE_ERR_ABORTED) {
                 return aborted();
             }
             if (rc != LOUPE_OK) {

@@ -778,6 +778,9 @@ const MEMORY_COLUMNS: Column<DeviceMemory>[] = [
   { label: "compute", text: (m) => formatBytes(m.compute), numeric: true },
 ];
 
+/** A two-column table of facts: name, value (models, projectors, sessions). */
+const FACT_COLUMNS: Column<[string, string]>[] = [{ label: "", text: (f) => f[0] }, { label: "", text: (f) => f[1] }];
+
 /** What the model views read of a loaded model (a `Model`, an embedder, or anything shaped alike). */
 export interface ModelLike {
   /** The file it came from. */
@@ -810,12 +813,11 @@ export function modelView(m: ModelLike | Pick<Model, "path" | "info" | "loadTime
   if (has("loadUs")) facts.push(["load", `${formatMs(i.loadUs / 1000)} ms`]);
   else if (load) facts.push(["load", `${formatMs(load.wallMs)} ms`]);
   if (m.closed) facts.push(["state", "closed"]);
-  const factCols: Column<[string, string]>[] = [{ label: "", text: (f) => f[0] }, { label: "", text: (f) => f[1] }];
   const memory: DeviceMemory[] = Array.isArray(i.memory) ? i.memory : m.loadTimeline.memory ?? [];
-  const text = `${i.desc} — ${m.path}\n${textTable(factCols, facts)}${
+  const text = `${i.desc} — ${m.path}\n${textTable(FACT_COLUMNS, facts)}${
     memory.length ? `\n\n${textTable(MEMORY_COLUMNS, memory)}` : ""
   }`;
-  const html = htmlTable(factCols, facts, "model") +
+  const html = htmlTable(FACT_COLUMNS, facts, "model") +
     (memory.length ? htmlTable(MEMORY_COLUMNS, memory, "memory per device") : "");
   return {
     text,
@@ -964,7 +966,7 @@ export interface ProjectorLike {
   };
   /** "projector load" and the measured "projector warm-up". */
   loadTimeline: TimelineLike;
-  /** Devices skipped for images, and why. */
+  /** Devices skipped for images and a mixed warm-up placement, in sentences. */
   warnings: string[];
   /** The encoder's device requirement. */
   requireDevice?: string;
@@ -974,7 +976,7 @@ export interface ProjectorLike {
 
 /**
  * The rich view of a projector (`model.loadProjector`): what it is, the device it was given,
- * devices skipped and why, and the load timeline, whose warm-up stage shows where the image
+ * its warnings (devices skipped and why, a mixed placement), and the load timeline, whose warm-up stage shows where the image
  * encoder's graph actually ran.
  */
 export function projectorView(p: ProjectorLike): View {
@@ -988,14 +990,13 @@ export function projectorView(p: ProjectorLike): View {
     ["load", `${formatMs(i.loadUs / 1000)} ms`],
   ];
   if (p.requireDevice) facts.push(["requireDevice", p.requireDevice]);
-  for (const w of p.warnings) facts.push(["skipped", w]);
+  for (const w of p.warnings) facts.push(["warning", w]);
   if (p.closed) facts.push(["state", "closed"]);
-  const cols: Column<[string, string]>[] = [{ label: "", text: (f) => f[0] }, { label: "", text: (f) => f[1] }];
   const tv = timelineView(p.loadTimeline);
   return {
     summary: `projector ${i.projectorType} on ${i.device} (${p.path.split("/").pop()})${p.closed ? ", closed" : ""}`,
-    text: `${textTable(cols, facts)}\n\n${tv.text}`,
-    html: htmlTable(cols, facts, "projector") + (tv.html ?? ""),
+    text: `${textTable(FACT_COLUMNS, facts)}\n\n${tv.text}`,
+    html: htmlTable(FACT_COLUMNS, facts, "projector") + (tv.html ?? ""),
     figure: tv.figure,
   };
 }
@@ -1031,11 +1032,10 @@ export function sessionView(s: SessionLike): View {
   ];
   if (s.systemPrompt !== null) facts.push(["system prompt", s.systemPrompt]);
   if (s.closed) facts.push(["state", "closed"]);
-  const cols: Column<[string, string]>[] = [{ label: "", text: (f) => f[0] }, { label: "", text: (f) => f[1] }];
   return {
     summary: `session: ${used}/${s.contextSize} tokens, ${s.messages.length} messages${s.closed ? ", closed" : ""}`,
-    text: textTable(cols, facts),
-    html: htmlTable(cols, facts, "session"),
+    text: textTable(FACT_COLUMNS, facts),
+    html: htmlTable(FACT_COLUMNS, facts, "session"),
   };
 }
 

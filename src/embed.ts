@@ -296,7 +296,7 @@ export async function loadEmbedder(path: string, options: LoadEmbedderOptions = 
   const onAbort = () => model.cancel();
   if (options.signal?.aborted) model.cancel();
   options.signal?.addEventListener("abort", onAbort);
-  const watch = watchLoad(`loading ${path.split("/").pop()}`, () => model.progress(), options);
+  const watch = watchLoad(path, () => model.progress(), options);
   let embedder: NativeEmbedder;
   let modelInfo: NativeModelInfo;
   try {

@@ -264,7 +264,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const onAbort = () => native.cancel();
   if (options.signal?.aborted) native.cancel();
   options.signal?.addEventListener("abort", onAbort);
-  const watch = watchLoad(`loading ${path.split("/").pop()}`, () => native.progress(), options);
+  const watch = watchLoad(path, () => native.progress(), options);
   try {
     await native.load();
   } catch (e) {

@@ -240,15 +240,16 @@ export interface LoadWatch {
 }
 
 /**
- * Load progress of a model, embedder or projector: polls `read` (the engine's fraction) every
- * 50 ms into `onProgress` and, when one is shown (see {@linkcode progressFor}), a progress bar.
+ * Load progress of a model, embedder or projector file: polls `read` (the engine's fraction)
+ * every 50 ms into `onProgress` and, when one is shown (see {@linkcode progressFor}), a bar
+ * labelled "loading <file name>".
  */
 export function watchLoad(
-  label: string,
+  path: string,
   read: () => number,
   options: { progress?: boolean; onProgress?: (fraction: number) => void },
 ): LoadWatch {
-  const bar = progressFor(label, options.progress);
+  const bar = progressFor(`loading ${path.split("/").pop()}`, options.progress);
   const onProgress = bar ? bar.callback(options.onProgress) : options.onProgress;
   let timer: ReturnType<typeof setInterval> | undefined;
   if (onProgress) {

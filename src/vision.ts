@@ -194,7 +194,7 @@ export class Projector extends NativeOwner {
   readonly info: ProjectorInfo;
   /** The load's timeline: "projector load" and the measured "projector warm-up". */
   readonly loadTimeline: Timeline;
-  /** Devices skipped for the image path at load, and why (also events of the load timeline). */
+  /** Devices skipped for the image path at load and why, and a mixed warm-up placement (also events of the load timeline). */
   readonly warnings: string[];
   /** The encoder's device requirement (the projector's own, else the model's). */
   readonly requireDevice: string | undefined;
@@ -468,7 +468,7 @@ export async function loadProjector(model: Model, path: string, options: Project
   const onAbort = () => native.cancel();
   if (options.signal?.aborted) native.cancel();
   options.signal?.addEventListener("abort", onAbort);
-  const watch = watchLoad(`loading ${path.split("/").pop()}`, () => native.progress(), options);
+  const watch = watchLoad(path, () => native.progress(), options);
   let info: NativeProjectorInfo;
   try {
     await internals.serial(() => native.load());
