@@ -3,11 +3,14 @@
  * of every call: per-stage wall time and the devices that actually ran each stage, counted
  * from the engine's compute graphs. `requireDevice` turns a silent CPU fallback into an error.
  *
+ * Building blocks for new displays are in `./display.ts` (the `./display` export), fixture
+ * makers in `./testing.ts` (`./testing`).
+ *
  * @example
  * ```ts
- * import { backends, devices, loadModel } from "./mod.ts";
+ * import { devices, fixtureModel, loadModel } from "./mod.ts";
  * console.table(await devices());
- * await using model = await loadModel("model.gguf", { gpuLayers: "auto" });
+ * await using model = await loadModel(await fixtureModel(), { gpuLayers: "auto" });
  * const r = await model.generate("Once upon a time", { maxTokens: 32, temperature: 0 });
  * console.log(r.text);
  * console.log(r.timeline.toString());
@@ -15,24 +18,69 @@
  *
  * @module
  */
-export { type BackendReport, backends, type Device, devices, type EngineInfo, engineInfo } from "./src/engine.ts";
-export { LoupeError, type LoupeErrorCode, PlacementError } from "./src/errors.ts";
-export { NativeOwner } from "./src/owner.ts";
+import "./src/notebook/presenter.ts"; // rich display and progress bars in notebooks
+
 export {
-  type ChatMessage,
-  DEFAULT_MAX_TOKENS,
-  type GenerateOptions,
-  type GenerateResult,
+  type BackendReport,
+  backends,
+  type Device,
+  devices,
+  type EngineInfo,
+  engineInfo,
+} from "./src/engine/engine.ts";
+export { LoupeError, type LoupeErrorCode, type LoupeErrorOptions, PlacementError } from "./src/util/errors.ts";
+export { Resource } from "./src/util/resource.ts";
+export type { LoadModelOptions } from "./src/engine/load_options.ts";
+export {
+  type DownloadProgress,
+  type HubSettings,
+  pull,
+  type PullResult,
+  resolveModel,
+  type ResolveOptions,
+} from "./src/hub/resolve.ts";
+export {
+  type ChatCallOptions,
+  type ChatTemplateOptions,
+  type DetokenizeOptions,
   loadModel,
-  type LoadModelOptions,
   Model,
   type ModelInfo,
-  type StopReason,
-  TextStream,
   type TokenizeOptions,
-} from "./src/model.ts";
-export { type DeviceMemory, type DevicePlacement, type Stage, Timeline, type TimelineEvent } from "./src/timeline.ts";
-export { fixtureModel, type FixtureName } from "./src/fixtures.ts";
+} from "./src/model/model.ts";
+export { DEFAULT_MAX_TOKENS, type GenerateOptions, SAMPLING_DEFAULTS } from "./src/generate/options.ts";
+export type { ChatMessage, GenerateResult, StopReason } from "./src/generate/result.ts";
+export { type StreamPart, TextStream } from "./src/generate/stream.ts";
+export type { ChatOptions, ChatTurn, TemplateInfo, ToolCall, ToolChoice, ToolDefinition } from "./src/chat/chat.ts";
+export {
+  type DeviceMemory,
+  type DevicePlacement,
+  type Stage,
+  Timeline,
+  type TimelineEvent,
+} from "./src/timeline/timeline.ts";
+export {
+  type ContextShift,
+  type LoadSessionOptions,
+  Session,
+  type SessionOptions,
+  type SessionResult,
+} from "./src/session/session.ts";
+export {
+  type ContentPart,
+  type ImageInput,
+  type ImagePart,
+  type ProbeConfig,
+  type ProbeOptions,
+  type ProbeVerdict,
+  probeVisionDevice,
+  Projector,
+  type ProjectorInfo,
+  type ProjectorOptions,
+  type RawImage,
+  type VisionMessage,
+  type VisionResult,
+} from "./src/vision/vision.ts";
 export {
   type CallInfo,
   cosine,
@@ -47,67 +95,18 @@ export {
   type RerankOptions,
   type RerankScores,
   type TokenEmbeddings,
-} from "./src/embed.ts";
-export { embedFixture, type EmbedFixtureName } from "./src/fixtures_embed.ts";
-export {
-  attachDisplay,
-  bundleOf,
-  type Column,
-  compare,
-  Comparison,
-  comparisonFigure,
-  cosineSimilarity,
-  deviceColor,
-  DISPLAY,
-  display,
-  type Displayable,
-  type DisplayOptions,
-  displayOptions,
-  heatmapFigure,
-  htmlPage,
-  htmlTable,
-  memoryFigure,
-  type MimeBundle,
-  type PlotlyFigure,
-  richBundle,
-  type Run,
-  type RunsInput,
-  setDisplayOptions,
-  similarityMap,
-  textTable,
-  timelineFigure,
-  type TimelineLike,
-  type View,
-} from "./src/display.ts";
+} from "./src/embed/embed.ts";
+export { display, type DisplayOptions, displayOptions, htmlPage, setDisplayOptions } from "./src/notebook/display.ts";
+export { compare, Comparison, type Run, type RunsInput } from "./src/notebook/comparison.ts";
+export { similarityMap } from "./src/notebook/views.ts";
 export {
   Progress,
   type ProgressMode,
   type ProgressOptions,
   showStream,
   type ShowStreamOptions,
-} from "./src/progress.ts";
-export type { KernelApi } from "./src/jupyter.ts";
-export {
-  type ContextShift,
-  loadSession,
-  type LoadSessionOptions,
-  Session,
-  type SessionOptions,
-  type SessionResult,
-} from "./src/session.ts";
-export {
-  type ContentPart,
-  type ImageInput,
-  type ImagePart,
-  mixedPlacement,
-  type ProbeOptions,
-  type ProbeVerdict,
-  probeVisionDevice,
-  Projector,
-  type ProjectorInfo,
-  type ProjectorOptions,
-  type RawImage,
-  type VisionMessage,
-  type VisionResult,
-} from "./src/vision.ts";
-export { fixtureProjector, makeProjector, type ProjectorName } from "./src/fixtures_vision.ts";
+} from "./src/notebook/progress.ts";
+export type { KernelApi } from "./src/notebook/kernel.ts";
+export { fixtureModel, type FixtureName } from "./src/fixtures/text.ts";
+export { embedFixture, type EmbedFixtureName } from "./src/fixtures/embed.ts";
+export { fixtureProjector, type ProjectorName } from "./src/fixtures/vision.ts";

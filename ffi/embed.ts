@@ -21,7 +21,7 @@ export class NativeEmbedder {
   /** Creates the embedding context on a worker thread (parameters as in loupe_embed.h). */
   static async create(api: NativeApi, model: NativeModel, params: Record<string, unknown>): Promise<NativeEmbedder> {
     const err = new Uint8Array(2048);
-    const ptr = await api.loupe_embed_create(model.pointer(), cstr(JSON.stringify(params)), err, err.length);
+    const ptr = await api.loupe_embedder_create(model.pointer(), cstr(JSON.stringify(params)), err, err.length);
     if (ptr === null) throw new NativeError(Status.LOAD, new TextDecoder().decode(err.subarray(0, err.indexOf(0))));
     return new NativeEmbedder(api, ptr);
   }
@@ -33,40 +33,40 @@ export class NativeEmbedder {
 
   #check(rc: number): number {
     if (rc < 0) {
-      throw new NativeError(rc, readCString(this.#api.loupe_embed_error(this.#handle())) || lastError(this.#api));
+      throw new NativeError(rc, readCString(this.#api.loupe_embedder_error(this.#handle())) || lastError(this.#api));
     }
     return rc;
   }
 
   /** The context's description (see loupe_embed.h). */
   info<T>(): T {
-    return readJson<T>(this.#api, this.#api.loupe_embed_info(this.#handle()));
+    return readJson<T>(this.#api, this.#api.loupe_embedder_info(this.#handle()));
   }
 
   /** Prepares a run over sequences stored back to back; returns the number of result floats. */
   begin(tokens: Int32Array, lengths: Int32Array, batchTokens: number): number {
-    return this.#check(this.#api.loupe_embed_begin(this.#handle(), tokens, lengths, lengths.length, batchTokens));
+    return this.#check(this.#api.loupe_embedder_begin(this.#handle(), tokens, lengths, lengths.length, batchTokens));
   }
 
   /** Runs the prepared batches on a worker thread, writing raw results into `out`. */
   async run(out: Float32Array<ArrayBuffer>): Promise<number> {
-    return this.#check(await this.#api.loupe_embed_run(this.#handle(), out, out.length));
+    return this.#check(await this.#api.loupe_embedder_run(this.#handle(), out, out.length));
   }
 
   /** Asks the prepared or running run to stop. */
   abort(): void {
-    if (this.#ptr !== null) this.#api.loupe_embed_abort(this.#ptr);
+    if (this.#ptr !== null) this.#api.loupe_embedder_abort(this.#ptr);
   }
 
   /** The last run's measurements (see loupe_embed.h). */
   output<T>(): T {
-    return readJson<T>(this.#api, this.#api.loupe_embed_output(this.#handle()));
+    return readJson<T>(this.#api, this.#api.loupe_embedder_output(this.#handle()));
   }
 
   /** Frees the handle; later calls throw. Idempotent. */
   free(): void {
     if (this.#ptr !== null) {
-      this.#api.loupe_embed_free(this.#ptr);
+      this.#api.loupe_embedder_free(this.#ptr);
       this.#ptr = null;
     }
   }

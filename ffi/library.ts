@@ -1,14 +1,9 @@
 /**
- * Finds, builds if needed, and opens libloupe; initialises the engine's backends once.
- *
- * Lookup order: `LOUPE_LIB` (an explicit libloupe.so, with `LOUPE_ENGINE_DIR` naming the
- * engine directory), else the cached build for the engine variant (`LOUPE_ENGINE` or
- * detected), built on first use.
+ * Opens libloupe and initialises the engine's backends. It takes the library's path and the
+ * engine's directory and knows nothing of where they came from (src/engine/library.ts decides).
  *
  * @module
  */
-import type { BuildResult } from "../native/build.ts";
-import { ensureBuildWithProgress } from "../src/progress.ts";
 import { symbols } from "./symbols.ts";
 import { cstr, type NativeApi, takeJson } from "./util.ts";
 
@@ -31,52 +26,38 @@ export interface BackendReport {
 }
 
 /** The opened library with the engine's backend report. */
-export interface LoadedLibrary {
+export interface OpenedLibrary {
   /** The raw functions; only ffi/ uses them directly. */
   api: NativeApi;
-  /** Where the engine and library came from. */
-  build: Pick<BuildResult, "variant" | "engineDir" | "library"> & Partial<BuildResult>;
   /** What loupe_init reported. */
   backends: BackendReport[];
 }
 
 /** The ABI version of native/loupe.h these bindings are written for. */
-export const LOUPE_ABI_VERSION = 2;
+export const LOUPE_ABI_VERSION = 3;
 
-let opened: Promise<LoadedLibrary> | null = null;
-
-async function open(): Promise<LoadedLibrary> {
-  const explicit = Deno.env.get("LOUPE_LIB");
-  let build: LoadedLibrary["build"];
-  if (explicit) {
-    const engineDir = Deno.env.get("LOUPE_ENGINE_DIR");
-    if (!engineDir) throw new Error("LOUPE_LIB is set but LOUPE_ENGINE_DIR is not: name the engine directory too");
-    build = { variant: "cpu", engineDir, library: explicit };
-  } else {
-    build = await ensureBuildWithProgress(); // a progress bar in a notebook, one line in a terminal
-  }
+/**
+ * Opens libloupe at `library` and initialises the engine whose shared libraries are in
+ * `engineDir`. Throws an Error naming the file when it cannot be opened or has another ABI.
+ */
+export function openLibrary(library: string, engineDir: string): OpenedLibrary {
   let lib: Deno.DynamicLibrary<typeof symbols>;
   try {
-    lib = Deno.dlopen(build.library, symbols);
+    lib = Deno.dlopen(library, symbols);
   } catch (e) {
-    throw new Error(`Cannot open libloupe at ${build.library}: ${(e as Error).message}`);
+    throw new Error(`Cannot open libloupe at ${library}: ${(e as Error).message}`);
   }
   const api = lib.symbols;
   const abi = api.loupe_abi_version();
   if (abi !== LOUPE_ABI_VERSION) {
-    throw new Error(`libloupe at ${build.library} has ABI ${abi}, expected ${LOUPE_ABI_VERSION}: rebuild it`);
+    lib.close();
+    throw new Error(`libloupe at ${library} has ABI ${abi}, expected ${LOUPE_ABI_VERSION}: rebuild it`);
   }
-  const backends = takeJson<BackendReport[]>(api, api.loupe_init(cstr(build.engineDir)));
-  return { api, build, backends };
+  const backends = takeJson<BackendReport[]>(api, api.loupe_init(cstr(engineDir)));
+  return { api, backends };
 }
 
-/** Opens the library once per process (concurrent callers share one attempt; a failure is retried next time). */
-export function openLibrary(): Promise<LoadedLibrary> {
-  if (!opened) {
-    opened = open().catch((e) => {
-      opened = null;
-      throw e;
-    });
-  }
-  return opened;
+/** Every device of every loaded backend, as `loupe_devices` reports it (JSON objects). */
+export function listDevices<T>(api: NativeApi): T[] {
+  return takeJson<T[]>(api, api.loupe_devices());
 }

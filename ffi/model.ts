@@ -76,7 +76,7 @@ export class NativeModel {
   }
 
   /**
-   * Tokenizes many texts in one native call (loupe_tokenize_many): each text's tokens, in order,
+   * Tokenizes many texts in one native call (loupe_model_tokenize_many): each text's tokens, in order,
    * as views into one buffer.
    */
   tokenizeMany(texts: readonly string[], addSpecial: boolean, parseSpecial: boolean): Int32Array[] {
@@ -95,7 +95,7 @@ export class NativeModel {
     let cap = at + 4 * texts.length + 8;
     for (let attempt = 0; attempt < 2; attempt++) {
       const out = new Int32Array(cap);
-      const n = this.#api.loupe_tokenize_many(
+      const n = this.#api.loupe_model_tokenize_many(
         this.#handle(),
         bytes,
         offsets,
@@ -121,7 +121,7 @@ export class NativeModel {
     let cap = tokens.length * 8 + 16;
     for (let attempt = 0; attempt < 2; attempt++) {
       const out = new Uint8Array(cap);
-      const n = this.#api.loupe_detokenize(
+      const n = this.#api.loupe_model_detokenize(
         this.#handle(),
         tokens,
         tokens.length,
@@ -143,7 +143,7 @@ export class NativeModel {
     addAssistant: boolean,
     template?: string,
   ): string {
-    const ptr = this.#api.loupe_chat_apply(
+    const ptr = this.#api.loupe_model_chat_apply(
       this.#handle(),
       // lone surrogates become U+FFFD, as TextEncoder does for prompts (the native JSON parser refuses them)
       cstr(JSON.stringify(messages.map((m) => ({ role: m.role.toWellFormed(), content: m.content.toWellFormed() })))),
@@ -223,23 +223,23 @@ export class NativeContext {
   }
 
   /** Starts a generation over prompt tokens. */
-  genBegin(params: Record<string, unknown>, tokens: Int32Array): void {
-    this.#check(this.#api.loupe_gen_begin(this.#handle(), cstr(JSON.stringify(params)), tokens, tokens.length));
+  genBegin(params: object, tokens: Int32Array): void {
+    this.#check(this.#api.loupe_ctx_gen_begin(this.#handle(), cstr(JSON.stringify(params)), tokens, tokens.length));
   }
 
   /** Runs the token loop for up to `budgetMs` and `maxTokens` new tokens (0 = no cap); true when finished. */
   async genStep(budgetMs: number, maxTokens = 0): Promise<boolean> {
-    return this.#check(await this.#api.loupe_gen_step(this.#handle(), budgetMs, maxTokens)) === 1;
+    return this.#check(await this.#api.loupe_ctx_gen_step(this.#handle(), budgetMs, maxTokens)) === 1;
   }
 
   /** Asks a running step to stop. */
   genAbort(): void {
-    if (this.#ptr !== null) this.#api.loupe_gen_abort(this.#ptr);
+    if (this.#ptr !== null) this.#api.loupe_ctx_gen_abort(this.#ptr);
   }
 
   /** What the last step produced (see loupe.h). */
   genOutput<T>(): T {
-    return readJson<T>(this.#api, this.#api.loupe_gen_output(this.#handle()));
+    return readJson<T>(this.#api, this.#api.loupe_ctx_gen_output(this.#handle()));
   }
 
   /** Frees an owned context; later calls throw. Idempotent. */

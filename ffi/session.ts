@@ -21,7 +21,7 @@ export interface SessionBeginParams {
   turns?: number[];
   /** [start, end) token ranges a shift never cuts (an image's tokens). */
   atomic?: Array<[number, number]>;
-  /** Sampling and stopping options, as loupe_gen_begin takes them. */
+  /** Sampling and stopping options, as loupe_ctx_gen_begin takes them. */
   [option: string]: unknown;
 }
 
@@ -43,7 +43,7 @@ export class NativeSession {
 
   /** Starts a call: keeps the cached prefix of `tokens`, evaluates the rest at the next steps. */
   begin(params: SessionBeginParams, tokens: Int32Array): void {
-    const rc = this.#api.loupe_session_begin(
+    const rc = this.#api.loupe_ctx_session_begin(
       this.context.pointer(),
       cstr(JSON.stringify(params)),
       tokens,
@@ -83,13 +83,13 @@ export class NativeSession {
 
   /** Writes the state file (on a worker thread). */
   async save(path: string, meta: unknown): Promise<void> {
-    const rc = await this.#api.loupe_session_save(this.context.pointer(), cstr(path), cstr(JSON.stringify(meta)));
+    const rc = await this.#api.loupe_ctx_save(this.context.pointer(), cstr(path), cstr(JSON.stringify(meta)));
     if (rc < 0) throw this.#error(rc);
   }
 
   /** Reads a state file into this context (on a worker thread); returns the stored meta. */
   async load<T>(path: string): Promise<T> {
-    const ptr = await this.#api.loupe_session_load(this.context.pointer(), cstr(path));
+    const ptr = await this.#api.loupe_ctx_load(this.context.pointer(), cstr(path));
     if (ptr === null) throw this.#error(Status.INVALID);
     return JSON.parse(takeString(this.#api, ptr)) as T;
   }

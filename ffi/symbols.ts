@@ -5,11 +5,13 @@
  *
  * @module
  */
+import { chatSymbols } from "./symbols_chat.ts";
 import { embedSymbols } from "./symbols_embed.ts";
 import { sessionSymbols } from "./symbols_session.ts";
 import { visionSymbols } from "./symbols_vision.ts";
 
 export const symbols = {
+  ...chatSymbols,
   ...embedSymbols,
   ...sessionSymbols,
   ...visionSymbols,
@@ -41,9 +43,9 @@ export const symbols = {
   // void loupe_model_free(loupe_model * model)
   loupe_model_free: { parameters: ["pointer" /* loupe_model * model */], result: "void" },
 
-  // int32_t loupe_tokenize(loupe_model * model, const char * text, int32_t len,
-  //                        int32_t add_special, int32_t parse_special, int32_t * out, int32_t cap)
-  loupe_tokenize: {
+  // int32_t loupe_model_tokenize(loupe_model * model, const char * text, int32_t len,
+  //                              int32_t add_special, int32_t parse_special, int32_t * out, int32_t cap)
+  loupe_model_tokenize: {
     parameters: [
       "pointer", /* loupe_model * model */
       "buffer", /* const char * text */
@@ -55,10 +57,10 @@ export const symbols = {
     ],
     result: "i32",
   },
-  // int32_t loupe_tokenize_many(loupe_model * model, const char * text, const int32_t * offsets, int32_t n,
-  //                             int32_t add_special, int32_t parse_special, int32_t * out, int32_t cap,
-  //                             int32_t * lengths)
-  loupe_tokenize_many: {
+  // int32_t loupe_model_tokenize_many(loupe_model * model, const char * text, const int32_t * offsets, int32_t n,
+  //                                   int32_t add_special, int32_t parse_special, int32_t * out, int32_t cap,
+  //                                   int32_t * lengths)
+  loupe_model_tokenize_many: {
     parameters: [
       "pointer", /* loupe_model * model */
       "buffer", /* const char * text */
@@ -72,9 +74,9 @@ export const symbols = {
     ],
     result: "i32",
   },
-  // int32_t loupe_detokenize(loupe_model * model, const int32_t * tokens, int32_t n,
-  //                          int32_t remove_special, int32_t unparse_special, char * out, int32_t cap)
-  loupe_detokenize: {
+  // int32_t loupe_model_detokenize(loupe_model * model, const int32_t * tokens, int32_t n,
+  //                                int32_t remove_special, int32_t unparse_special, char * out, int32_t cap)
+  loupe_model_detokenize: {
     parameters: [
       "pointer", /* loupe_model * model */
       "buffer", /* const int32_t * tokens */
@@ -86,9 +88,9 @@ export const symbols = {
     ],
     result: "i32",
   },
-  // char * loupe_chat_apply(loupe_model * model, const char * messages_json,
-  //                         const char * template_override, int32_t add_assistant)
-  loupe_chat_apply: {
+  // char * loupe_model_chat_apply(loupe_model * model, const char * messages_json,
+  //                               const char * template_override, int32_t add_assistant)
+  loupe_model_chat_apply: {
     parameters: [
       "pointer", /* loupe_model * model */
       "buffer", /* const char * messages_json */
@@ -117,9 +119,9 @@ export const symbols = {
   // const char * loupe_ctx_error(const loupe_ctx * ctx)
   loupe_ctx_error: { parameters: ["pointer" /* const loupe_ctx * ctx */], result: "pointer" },
 
-  // int32_t loupe_gen_begin(loupe_ctx * ctx, const char * params_json,
-  //                         const int32_t * tokens, int32_t n_tokens)
-  loupe_gen_begin: {
+  // int32_t loupe_ctx_gen_begin(loupe_ctx * ctx, const char * params_json,
+  //                             const int32_t * tokens, int32_t n_tokens)
+  loupe_ctx_gen_begin: {
     parameters: [
       "pointer", /* loupe_ctx * ctx */
       "buffer", /* const char * params_json */
@@ -128,8 +130,8 @@ export const symbols = {
     ],
     result: "i32",
   },
-  // int32_t loupe_gen_step(loupe_ctx * ctx, int32_t budget_ms, int32_t max_step_tokens)
-  loupe_gen_step: {
+  // int32_t loupe_ctx_gen_step(loupe_ctx * ctx, int32_t budget_ms, int32_t max_step_tokens)
+  loupe_ctx_gen_step: {
     parameters: [
       "pointer", /* loupe_ctx * ctx */
       "i32", /* int32_t budget_ms */
@@ -138,10 +140,10 @@ export const symbols = {
     result: "i32",
     nonblocking: true,
   },
-  // void loupe_gen_abort(loupe_ctx * ctx)
-  loupe_gen_abort: { parameters: ["pointer" /* loupe_ctx * ctx */], result: "void" },
-  // const char * loupe_gen_output(loupe_ctx * ctx)
-  loupe_gen_output: { parameters: ["pointer" /* loupe_ctx * ctx */], result: "pointer" },
+  // void loupe_ctx_gen_abort(loupe_ctx * ctx)
+  loupe_ctx_gen_abort: { parameters: ["pointer" /* loupe_ctx * ctx */], result: "void" },
+  // const char * loupe_ctx_gen_output(loupe_ctx * ctx)
+  loupe_ctx_gen_output: { parameters: ["pointer" /* loupe_ctx * ctx */], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The opened library's functions. */

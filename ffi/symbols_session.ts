@@ -8,9 +8,9 @@
 
 /** Session functions of libloupe. */
 export const sessionSymbols = {
-  // int32_t loupe_session_begin(loupe_ctx * ctx, const char * params_json, const int32_t * tokens,
-  //                             int32_t n_tokens)
-  loupe_session_begin: {
+  // int32_t loupe_ctx_session_begin(loupe_ctx * ctx, const char * params_json, const int32_t * tokens,
+  //                                 int32_t n_tokens)
+  loupe_ctx_session_begin: {
     parameters: [
       "pointer", /* loupe_ctx * ctx */
       "buffer", /* const char * params_json */
@@ -31,8 +31,8 @@ export const sessionSymbols = {
     parameters: ["pointer", /* loupe_ctx * ctx */ "buffer", /* float * out */ "i32" /* int32_t cap */],
     result: "i32",
   },
-  // int32_t loupe_session_save(loupe_ctx * ctx, const char * path, const char * meta_json)
-  loupe_session_save: {
+  // int32_t loupe_ctx_save(loupe_ctx * ctx, const char * path, const char * meta_json)
+  loupe_ctx_save: {
     parameters: [
       "pointer", /* loupe_ctx * ctx */
       "buffer", /* const char * path */
@@ -41,8 +41,8 @@ export const sessionSymbols = {
     result: "i32",
     nonblocking: true,
   },
-  // char * loupe_session_load(loupe_ctx * ctx, const char * path)
-  loupe_session_load: {
+  // char * loupe_ctx_load(loupe_ctx * ctx, const char * path)
+  loupe_ctx_load: {
     parameters: ["pointer", /* loupe_ctx * ctx */ "buffer" /* const char * path */],
     result: "pointer",
     nonblocking: true,

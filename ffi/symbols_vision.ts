@@ -60,9 +60,9 @@ export const visionSymbols = {
   // void loupe_image_free(loupe_image * image)
   loupe_image_free: { parameters: ["pointer" /* loupe_image * image */], result: "void" },
 
-  // int32_t loupe_vision_prefill(loupe_ctx * ctx, loupe_projector * proj, const char * prompt,
-  //                              loupe_image * const * images, int32_t n_images, const char * params_json)
-  loupe_vision_prefill: {
+  // int32_t loupe_ctx_vision_prefill(loupe_ctx * ctx, loupe_projector * proj, const char * prompt,
+  //                                  loupe_image * const * images, int32_t n_images, const char * params_json)
+  loupe_ctx_vision_prefill: {
     parameters: [
       "pointer", /* loupe_ctx * ctx */
       "pointer", /* loupe_projector * proj */
@@ -74,17 +74,17 @@ export const visionSymbols = {
     result: "i32",
     nonblocking: true,
   },
-  // int32_t loupe_vision_gen_begin(loupe_projector * proj, loupe_ctx * ctx, const char * params_json)
-  loupe_vision_gen_begin: {
+  // int32_t loupe_ctx_vision_gen_begin(loupe_ctx * ctx, loupe_projector * proj, const char * params_json)
+  loupe_ctx_vision_gen_begin: {
     parameters: [
-      "pointer", /* loupe_projector * proj */
       "pointer", /* loupe_ctx * ctx */
+      "pointer", /* loupe_projector * proj */
       "buffer", /* const char * params_json */
     ],
     result: "i32",
   },
-  // const char * loupe_vision_output(loupe_projector * proj)
-  loupe_vision_output: { parameters: ["pointer" /* loupe_projector * proj */], result: "pointer" },
+  // const char * loupe_projector_output(loupe_projector * proj)
+  loupe_projector_output: { parameters: ["pointer" /* loupe_projector * proj */], result: "pointer" },
 
   // char * loupe_vulkan_drivers(void)
   loupe_vulkan_drivers: { parameters: [], result: "pointer" },

@@ -171,7 +171,7 @@ export class NativeProjector {
     images.forEach((img, i) => (list[i] = BigInt(Deno.UnsafePointer.value(img.pointer()))));
     const bytes = new Uint8Array(list.buffer);
     this.#check(
-      await this.#api.loupe_vision_prefill(
+      await this.#api.loupe_ctx_vision_prefill(
         ctx.pointer(),
         this.#handle(),
         cstr(prompt),
@@ -183,13 +183,14 @@ export class NativeProjector {
   }
 
   /** Starts generating from the prompt the last prefill left in `ctx`. */
-  genBegin(ctx: NativeContext, params: Record<string, unknown>): void {
-    this.#check(this.#api.loupe_vision_gen_begin(this.#handle(), ctx.pointer(), cstr(JSON.stringify(params))));
+  genBegin(ctx: NativeContext, params: object): void {
+    const proj = this.#handle(); // a freed projector is reported first
+    this.#check(this.#api.loupe_ctx_vision_gen_begin(ctx.pointer(), proj, cstr(JSON.stringify(params))));
   }
 
   /** What the last prefill did (see loupe_vision.h). */
   output<T>(): T {
-    return readJson<T>(this.#api, this.#api.loupe_vision_output(this.#handle()));
+    return readJson<T>(this.#api, this.#api.loupe_projector_output(this.#handle()));
   }
 
   /** Frees the handle; later calls throw. Idempotent. */

@@ -248,7 +248,7 @@ using namespace loupe;
 
 extern "C" {
 
-loupe_embedder * loupe_embed_create(loupe_model * m, const char * params_json, char * err, int32_t err_cap) {
+loupe_embedder * loupe_embedder_create(loupe_model * m, const char * params_json, char * err, int32_t err_cap) {
     std::string msg;
     try {
         if (!m || !m->model) {
@@ -269,15 +269,15 @@ loupe_embedder * loupe_embed_create(loupe_model * m, const char * params_json, c
     return nullptr;
 }
 
-void loupe_embed_free(loupe_embedder * e) {
+void loupe_embedder_free(loupe_embedder * e) {
     delete e;
 }
 
-const char * loupe_embed_error(const loupe_embedder * e) {
+const char * loupe_embedder_error(const loupe_embedder * e) {
     return e ? e->error.c_str() : "embedder is NULL";
 }
 
-const char * loupe_embed_info(loupe_embedder * e) {
+const char * loupe_embedder_info(loupe_embedder * e) {
     if (!e || !e->ctx) {
         fail(LOUPE_ERR_STATE, "embedder is NULL");
         return nullptr;
@@ -291,15 +291,15 @@ const char * loupe_embed_info(loupe_embedder * e) {
     }
 }
 
-int32_t loupe_embed_begin(loupe_embedder * e, const int32_t * tokens, const int32_t * lengths, int32_t n_seqs,
-                          int32_t batch_tokens) {
+int32_t loupe_embedder_begin(loupe_embedder * e, const int32_t * tokens, const int32_t * lengths, int32_t n_seqs,
+                             int32_t batch_tokens) {
     if (!e || !e->ctx) {
         return fail(LOUPE_ERR_STATE, "embedder is NULL");
     }
     return guarded(e, [&]() -> int32_t {
         e->prepared = false;
         if (n_seqs < 0 || (n_seqs > 0 && (!tokens || !lengths)) || batch_tokens < 0) {
-            return e->set_error(LOUPE_ERR_INVALID, "invalid arguments to loupe_embed_begin");
+            return e->set_error(LOUPE_ERR_INVALID, "invalid arguments to loupe_embedder_begin");
         }
         const int32_t n_vocab = llama_vocab_n_tokens(e->owner->vocab);
         int64_t total = 0;
@@ -339,14 +339,14 @@ int32_t loupe_embed_begin(loupe_embedder * e, const int32_t * tokens, const int3
     });
 }
 
-int32_t loupe_embed_run(loupe_embedder * e, float * out, int32_t out_cap) {
+int32_t loupe_embedder_run(loupe_embedder * e, float * out, int32_t out_cap) {
     if (!e || !e->ctx) {
         return fail(LOUPE_ERR_STATE, "embedder is NULL");
     }
     loupe::idle_on_return idle{ e->threads };  // no worker spinning while the host reads the results
     return guarded(e, [&]() -> int32_t {
         if (!e->prepared) {
-            return e->set_error(LOUPE_ERR_STATE, "no run was prepared with loupe_embed_begin");
+            return e->set_error(LOUPE_ERR_STATE, "no run was prepared with loupe_embedder_begin");
         }
         e->prepared = false;
         if ((!out && e->out_size > 0) || out_cap < e->out_size) {
@@ -402,13 +402,13 @@ int32_t loupe_embed_run(loupe_embedder * e, float * out, int32_t out_cap) {
     });
 }
 
-void loupe_embed_abort(loupe_embedder * e) {
+void loupe_embedder_abort(loupe_embedder * e) {
     if (e) {
         e->abort.store(true);
     }
 }
 
-const char * loupe_embed_output(loupe_embedder * e) {
+const char * loupe_embedder_output(loupe_embedder * e) {
     if (!e) {
         fail(LOUPE_ERR_INVALID, "embedder is NULL");
         return nullptr;

@@ -3,7 +3,10 @@
 
 #include "loupe_internal.h"
 
+#include "common.h"  // regex_escape (libllama-common)
+
 #include <algorithm>
+#include <cctype>
 #include <climits>
 #include <cstring>
 #include <memory>
@@ -56,11 +59,12 @@ void finish(loupe_ctx * c, const char * reason) {
 // Appends a token's text and applies stop strings. Returns true when a stop string ended it.
 bool append_piece(loupe_ctx * c, const llama_vocab * vocab, llama_token tok) {
     char buf[256];
-    int32_t n = llama_token_to_piece(vocab, tok, buf, sizeof(buf), 0, false);
+    const bool special = c->preserved.count(tok) > 0;
+    int32_t n = llama_token_to_piece(vocab, tok, buf, sizeof(buf), 0, special);
     std::string piece;
     if (n < 0) {
         piece.resize(-n);
-        n = llama_token_to_piece(vocab, tok, piece.data(), -n, 0, false);
+        n = llama_token_to_piece(vocab, tok, piece.data(), -n, 0, special);
         piece.resize(std::max(n, 0));
     } else {
         piece.assign(buf, n);
@@ -76,6 +80,99 @@ bool append_piece(loupe_ctx * c, const llama_vocab * vocab, llama_token tok) {
         }
     }
     return false;
+}
+
+// Tokens of `text`, special tokens parsed, nothing added.
+std::vector<llama_token> tokenize_special(const llama_vocab * vocab, const std::string & text) {
+    std::vector<llama_token> out(text.size() + 4);
+    int32_t n = llama_tokenize(vocab, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(), false, true);
+    if (n < 0) {
+        out.resize(-n);
+        n = llama_tokenize(vocab, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(), false, true);
+    }
+    out.resize(std::max(n, 0));
+    return out;
+}
+
+// The grammar sampler of gen_begin parameters (nullptr when `grammar` is ""), as llama.cpp's
+// common_sampler_init makes it: lazy grammars wait for a trigger (a preserved token, a word, a
+// pattern), and `grammarPrefill` (the generation prompt a chat format ends with) is fed through
+// the grammar first. Also fills the context's preserved tokens.
+llama_sampler * make_grammar(loupe_ctx * c, const json & p) {
+    const llama_vocab * vocab = c->owner->vocab;
+    c->preserved.clear();
+    for (const auto & t : p.at("preservedTokens")) {
+        auto ids = tokenize_special(vocab, t.get<std::string>());
+        if (ids.size() == 1) {
+            c->preserved.insert(ids[0]);
+        }
+    }
+    const std::string grammar = p.at("grammar").get<std::string>();
+    if (grammar.empty()) {
+        return nullptr;
+    }
+    std::vector<std::string> patterns;
+    std::vector<llama_token> trigger_tokens;
+    for (const auto & t : p.at("grammarTriggers")) {
+        const std::string type = t.at("type").get<std::string>();
+        const std::string value = t.at("value").get<std::string>();
+        if (type == "word" || type == "token") {
+            auto ids = tokenize_special(vocab, value);
+            if (ids.size() == 1 && c->preserved.count(ids[0])) {
+                trigger_tokens.push_back(ids[0]);
+            } else {
+                patterns.push_back(regex_escape(value));
+            }
+        } else if (type == "pattern") {
+            patterns.push_back(value);
+        } else if (type == "patternFull") {
+            std::string anchored = "^$";
+            if (!value.empty()) {
+                anchored = (value.front() != '^' ? "^" : "") + value + (value.back() != '$' ? "$" : "");
+            }
+            patterns.push_back(anchored);
+        } else {
+            throw std::invalid_argument("unknown grammar trigger type: " + type);
+        }
+    }
+    const bool lazy = p.at("grammarLazy").get<bool>();
+    if (lazy && patterns.empty() && trigger_tokens.empty()) {
+        throw std::invalid_argument("a lazy grammar needs at least one trigger");
+    }
+    std::vector<const char *> patterns_c;
+    for (const auto & s : patterns) {
+        patterns_c.push_back(s.c_str());
+    }
+    log_capture cap;
+    llama_sampler * g = lazy ? llama_sampler_init_grammar_lazy_patterns(vocab, grammar.c_str(), "root", patterns_c.data(),
+                                                                        patterns_c.size(), trigger_tokens.data(),
+                                                                        trigger_tokens.size())
+                             : llama_sampler_init_grammar(vocab, grammar.c_str(), "root");
+    if (!g) {
+        throw std::invalid_argument("the grammar does not parse" + (cap.lines.empty() ? "" : ": " + cap.lines));
+    }
+    const std::string prefill = p.at("grammarPrefill").get<std::string>();
+    if (!lazy && !prefill.empty()) {
+        auto ids = tokenize_special(vocab, prefill);
+        for (size_t i = 0; i < ids.size(); i++) {
+            char buf[256];
+            int32_t n = llama_token_to_piece(vocab, ids[i], buf, sizeof(buf), 0, true);
+            if (i == 0 && n > 0 && std::isspace((unsigned char) buf[0]) && !std::isspace((unsigned char) prefill[0])) {
+                continue;  // a tokenizer's space before the first special token
+            }
+            try {
+                llama_sampler_accept(g, ids[i]);
+            } catch (const std::exception & e) {
+                llama_sampler_free(g);
+                // llama-server says "Failed to initialize samplers" here: a template whose
+                // special tokens (e.g. <|im_start|>) this vocabulary lacks
+                throw std::invalid_argument("the chat format's generation prompt " + json(prefill).dump() +
+                                            " does not tokenize as its grammar expects: the model's vocabulary "
+                                            "lacks the chat template's special tokens (" + e.what() + ")");
+            }
+        }
+    }
+    return g;
 }
 
 }  // namespace
@@ -175,6 +272,8 @@ static llama_token argmax_logits(loupe_ctx * c) {
     return best;
 }
 
+// Every sampling key is required: the defaults and checks live in one place, the TypeScript side
+// (src/generate/options.ts), which always sends them all.
 void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int32_t n_tokens) {
     if (c->sampler) {
         llama_sampler_free(c->sampler);
@@ -183,19 +282,25 @@ void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int
     llama_sampler_chain_params sp = llama_sampler_chain_default_params();
     sp.no_perf = true;
     c->sampler = llama_sampler_chain_init(sp);
-    float temp = p.value("temperature", 0.8f);
-    float repeat_penalty = p.value("repeatPenalty", 1.0f);
+    const int64_t t_grammar = now_us();
+    llama_sampler * grammar = make_grammar(c, p);
+    const int64_t grammar_us = now_us() - t_grammar;
+    if (grammar) {
+        llama_sampler_chain_add(c->sampler, grammar);  // first: the others see only what it allows
+    }
+    float temp = p.at("temperature").get<float>();
+    float repeat_penalty = p.at("repeatPenalty").get<float>();
     if (repeat_penalty != 1.0f) {
         llama_sampler_chain_add(c->sampler,
-                                llama_sampler_init_penalties(llama_vocab_n_tokens(c->owner->vocab), p.value("repeatLastN", 64), repeat_penalty, 0.0f, 0.0f));
+                                llama_sampler_init_penalties(llama_vocab_n_tokens(c->owner->vocab), p.at("repeatLastN").get<int32_t>(), repeat_penalty, 0.0f, 0.0f));
     }
-    c->greedy = temp <= 0.0f && repeat_penalty == 1.0f;
+    c->greedy = temp <= 0.0f && repeat_penalty == 1.0f && !grammar;
     if (temp <= 0.0f) {
         llama_sampler_chain_add(c->sampler, llama_sampler_init_greedy());
     } else {
-        int32_t top_k = p.value("topK", 40);
-        float top_p = p.value("topP", 0.95f);
-        float min_p = p.value("minP", 0.05f);
+        int32_t top_k = p.at("topK").get<int32_t>();
+        float top_p = p.at("topP").get<float>();
+        float min_p = p.at("minP").get<float>();
         if (top_k > 0) {
             llama_sampler_chain_add(c->sampler, llama_sampler_init_top_k(top_k));
         }
@@ -206,7 +311,7 @@ void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int
             llama_sampler_chain_add(c->sampler, llama_sampler_init_min_p(min_p, 1));
         }
         llama_sampler_chain_add(c->sampler, llama_sampler_init_temp(temp));
-        llama_sampler_chain_add(c->sampler, llama_sampler_init_dist(p.value("seed", (uint32_t) LLAMA_DEFAULT_SEED)));
+        llama_sampler_chain_add(c->sampler, llama_sampler_init_dist(p.at("seed").get<uint32_t>()));
     }
     c->stops.clear();
     if (p.contains("stop") && p["stop"].is_array()) {
@@ -218,8 +323,8 @@ void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int
         }
     }
     // 64-bit first: a huge count is "no limit" (INT32_MAX), never a small number after wrapping
-    c->max_tokens = (int32_t) std::clamp<int64_t>(p.value("maxTokens", (int64_t) 256), 0, INT32_MAX);
-    c->ignore_eos = p.value("ignoreEos", false);
+    c->max_tokens = (int32_t) std::clamp<int64_t>(p.at("maxTokens").get<int64_t>(), 0, INT32_MAX);
+    c->ignore_eos = p.at("ignoreEos").get<bool>();
     c->prompt.assign(tokens, tokens + n_tokens);
     c->prompt_done = 0;
     c->n_generated = 0;
@@ -228,6 +333,9 @@ void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int
     c->emitted = 0;
     c->new_tokens.clear();
     c->stages.clear();
+    if (grammar) {
+        c->stages["grammar"].wall_us = grammar_us;
+    }
     c->stop_reason.clear();
     c->events = json::array();
     c->reused = 0;
@@ -288,7 +396,7 @@ const char * loupe_ctx_error(const loupe_ctx * c) {
     return c ? c->error.c_str() : "context is NULL";
 }
 
-int32_t loupe_gen_begin(loupe_ctx * c, const char * params_json, const int32_t * tokens, int32_t n_tokens) {
+int32_t loupe_ctx_gen_begin(loupe_ctx * c, const char * params_json, const int32_t * tokens, int32_t n_tokens) {
     if (!c || !c->ctx) {
         return fail(LOUPE_ERR_STATE, "context is NULL");
     }
@@ -310,7 +418,7 @@ int32_t loupe_gen_begin(loupe_ctx * c, const char * params_json, const int32_t *
             }
         }
         begin_generation(c, p, tokens, n_tokens);
-        // a fresh KV cache every call: no reuse, no shift (sessions use loupe_session_begin)
+        // a fresh KV cache every call: no reuse, no shift (sessions use loupe_ctx_session_begin)
         c->n_past = 0;
         c->history.clear();
         c->shift_enabled = false;
@@ -323,7 +431,7 @@ int32_t loupe_gen_begin(loupe_ctx * c, const char * params_json, const int32_t *
     });
 }
 
-int32_t loupe_gen_step(loupe_ctx * c, int32_t budget_ms, int32_t max_step_tokens) {
+int32_t loupe_ctx_gen_step(loupe_ctx * c, int32_t budget_ms, int32_t max_step_tokens) {
     if (!c || !c->ctx) {
         return fail(LOUPE_ERR_STATE, "context is NULL");
     }
@@ -438,13 +546,13 @@ int32_t loupe_gen_step(loupe_ctx * c, int32_t budget_ms, int32_t max_step_tokens
     });
 }
 
-void loupe_gen_abort(loupe_ctx * c) {
+void loupe_ctx_gen_abort(loupe_ctx * c) {
     if (c) {
         c->abort.store(true);
     }
 }
 
-const char * loupe_gen_output(loupe_ctx * c) {
+const char * loupe_ctx_gen_output(loupe_ctx * c) {
     if (!c) {
         fail(LOUPE_ERR_INVALID, "context is NULL");
         return nullptr;

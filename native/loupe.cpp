@@ -632,10 +632,10 @@ void loupe_model_free(loupe_model * m) {
 #endif
 }
 
-int32_t loupe_tokenize(loupe_model * m, const char * text, int32_t len, int32_t add_special, int32_t parse_special,
-                       int32_t * out, int32_t cap) {
+int32_t loupe_model_tokenize(loupe_model * m, const char * text, int32_t len, int32_t add_special,
+                             int32_t parse_special, int32_t * out, int32_t cap) {
     if (!m || !m->vocab || (!text && len > 0) || len < 0) {
-        fail(LOUPE_ERR_INVALID, "invalid arguments to loupe_tokenize");
+        fail(LOUPE_ERR_INVALID, "invalid arguments to loupe_model_tokenize");
         return INT32_MIN;
     }
     int32_t rc = guarded(m, [&]() -> int32_t {
@@ -644,23 +644,23 @@ int32_t loupe_tokenize(loupe_model * m, const char * text, int32_t len, int32_t 
     return rc;
 }
 
-int32_t loupe_tokenize_many(loupe_model * m, const char * text, const int32_t * offsets, int32_t n,
-                            int32_t add_special, int32_t parse_special, int32_t * out, int32_t cap,
-                            int32_t * lengths) {
+int32_t loupe_model_tokenize_many(loupe_model * m, const char * text, const int32_t * offsets, int32_t n,
+                                  int32_t add_special, int32_t parse_special, int32_t * out, int32_t cap,
+                                  int32_t * lengths) {
     if (!m || !m->vocab || n < 0 || !offsets || (n > 0 && !lengths) || cap < 0 || (!out && cap > 0) ||
         offsets[0] != 0) {
-        fail(LOUPE_ERR_INVALID, "invalid arguments to loupe_tokenize_many");
+        fail(LOUPE_ERR_INVALID, "invalid arguments to loupe_model_tokenize_many");
         return INT32_MIN;
     }
     for (int32_t i = 0; i < n; i++) {
         if (offsets[i + 1] < offsets[i]) {
-            fail(LOUPE_ERR_INVALID, "loupe_tokenize_many: offset " + std::to_string(i + 1) + " is below offset " +
+            fail(LOUPE_ERR_INVALID, "loupe_model_tokenize_many: offset " + std::to_string(i + 1) + " is below offset " +
                                         std::to_string(i));
             return INT32_MIN;
         }
     }
     if (!text && offsets[n] > 0) {
-        fail(LOUPE_ERR_INVALID, "loupe_tokenize_many: no text for non-empty offsets");
+        fail(LOUPE_ERR_INVALID, "loupe_model_tokenize_many: no text for non-empty offsets");
         return INT32_MIN;
     }
     return guarded(m, [&]() -> int32_t {
@@ -686,10 +686,10 @@ int32_t loupe_tokenize_many(loupe_model * m, const char * text, const int32_t * 
     });
 }
 
-int32_t loupe_detokenize(loupe_model * m, const int32_t * tokens, int32_t n, int32_t remove_special,
-                         int32_t unparse_special, char * out, int32_t cap) {
+int32_t loupe_model_detokenize(loupe_model * m, const int32_t * tokens, int32_t n, int32_t remove_special,
+                               int32_t unparse_special, char * out, int32_t cap) {
     if (!m || !m->vocab || n < 0 || (!tokens && n > 0)) {
-        fail(LOUPE_ERR_INVALID, "invalid arguments to loupe_detokenize");
+        fail(LOUPE_ERR_INVALID, "invalid arguments to loupe_model_detokenize");
         return INT32_MIN;
     }
     int32_t n_vocab = llama_vocab_n_tokens(m->vocab);
@@ -705,8 +705,8 @@ int32_t loupe_detokenize(loupe_model * m, const int32_t * tokens, int32_t n, int
     });
 }
 
-char * loupe_chat_apply(loupe_model * m, const char * messages_json, const char * template_override,
-                        int32_t add_assistant) {
+char * loupe_model_chat_apply(loupe_model * m, const char * messages_json, const char * template_override,
+                              int32_t add_assistant) {
     if (!m || !m->model) {
         fail(LOUPE_ERR_STATE, "model is not loaded");
         return nullptr;

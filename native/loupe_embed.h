@@ -20,43 +20,44 @@ typedef struct loupe_embedder loupe_embedder;
 //    threads, threadsBatch, flashAttn: "auto"|"on"|"off", measure}
 // The KV cache (decoder models) is unified across sequences. nonblocking.
 // Returns NULL on failure, with the reason copied into `err` (capacity `err_cap`, NUL-terminated).
-loupe_embedder * loupe_embed_create(loupe_model * model, const char * params_json, char * err, int32_t err_cap);
+LOUPE_API loupe_embedder * loupe_embedder_create(loupe_model * model, const char * params_json, char * err,
+                                                 int32_t err_cap);
 
 // Frees the context (not the model).
-void loupe_embed_free(loupe_embedder * e);
+LOUPE_API void loupe_embedder_free(loupe_embedder * e);
 
 // The last error recorded on this handle ("" when none). Owned by the handle.
-const char * loupe_embed_error(const loupe_embedder * e);
+LOUPE_API const char * loupe_embedder_error(const loupe_embedder * e);
 
 // JSON: {pooling: "none"|"mean"|"cls"|"last"|"rank", nOut (floats per pooled result), nEmbdOut,
 // nClsOut, clsLabels: [string|null], maxTokens (longest sequence accepted), nCtx, nBatch,
 // nSeqMax, encoder (true when the model keeps no KV cache and runs llama_encode), bos, eos,
 // sep, addBos, addEos, addSep, rerankTemplate (string|null), memory: [{device, buffer, model,
 // context, compute}]}. Owned by the handle.
-const char * loupe_embed_info(loupe_embedder * e);
+LOUPE_API const char * loupe_embedder_info(loupe_embedder * e);
 
 // Prepares a run over `n_seqs` token sequences: `tokens` holds them back to back and
 // `lengths` gives each one's length (at least 1, at most maxTokens). Sequences are packed in
 // order into batches of at most `batch_tokens` tokens (0 = nBatch; a longer sequence goes
 // alone) and nSeqMax sequences. Clears a pending abort and the measurements.
-// Returns the number of floats loupe_embed_run will write (n_seqs × nOut when pooled, total
+// Returns the number of floats loupe_embedder_run will write (n_seqs × nOut when pooled, total
 // tokens × nEmbdOut with pooling "none"), or a negative LOUPE_ERR_* (LOUPE_ERR_CONTEXT for a
 // sequence that is too long).
-int32_t loupe_embed_begin(loupe_embedder * e, const int32_t * tokens, const int32_t * lengths, int32_t n_seqs,
-                          int32_t batch_tokens);
+LOUPE_API int32_t loupe_embedder_begin(loupe_embedder * e, const int32_t * tokens, const int32_t * lengths,
+                                       int32_t n_seqs, int32_t batch_tokens);
 
 // Runs the prepared batches (one graph each) and writes the raw (not normalised) results into
 // `out` (capacity `out_cap` floats), sequence by sequence. nonblocking.
 // Returns the number of floats written, or a negative LOUPE_ERR_* (LOUPE_ERR_ABORTED after
-// loupe_embed_abort).
-int32_t loupe_embed_run(loupe_embedder * e, float * out, int32_t out_cap);
+// loupe_embedder_abort).
+LOUPE_API int32_t loupe_embedder_run(loupe_embedder * e, float * out, int32_t out_cap);
 
-// Makes the prepared or running loupe_embed_run stop at its next batch or graph. Thread-safe.
-void loupe_embed_abort(loupe_embedder * e);
+// Makes the prepared or running loupe_embedder_run stop at its next batch or graph. Thread-safe.
+LOUPE_API void loupe_embedder_abort(loupe_embedder * e);
 
 // The last run's measurements: {batches, sequences, stages: {encode: {wallUs, tokens, graphs,
 // devices: {<dev>: {nodes, heavy, ops, firstHeavy}}}}}. Owned by the handle.
-const char * loupe_embed_output(loupe_embedder * e);
+LOUPE_API const char * loupe_embedder_output(loupe_embedder * e);
 
 #ifdef __cplusplus
 }

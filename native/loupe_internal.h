@@ -12,6 +12,8 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <set>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -97,11 +99,19 @@ struct error_holder {
     }
 };
 
-// Runs `f`, turning C++ exceptions into LOUPE_ERR_INTERNAL on `h` (may be null).
+// Runs `f`, turning C++ exceptions into error codes on `h` (may be null): a JSON parameter that is
+// missing or of the wrong type, or a std::invalid_argument, is LOUPE_ERR_INVALID, anything else
+// LOUPE_ERR_INTERNAL.
 template <typename F>
 int32_t guarded(error_holder * h, F && f) {
     try {
         return f();
+    } catch (const json::exception & e) {
+        const std::string msg = std::string("invalid parameters: ") + e.what();
+        return h ? h->set_error(LOUPE_ERR_INVALID, msg) : fail(LOUPE_ERR_INVALID, msg);
+    } catch (const std::invalid_argument & e) {
+        // a bad argument the engine or loupe rejected (a grammar that does not parse, ...)
+        return h ? h->set_error(LOUPE_ERR_INVALID, e.what()) : fail(LOUPE_ERR_INVALID, e.what());
     } catch (const std::exception & e) {
         return h ? h->set_error(LOUPE_ERR_INTERNAL, e.what()) : fail(LOUPE_ERR_INTERNAL, e.what());
     } catch (...) {
@@ -170,6 +180,7 @@ struct loupe_ctx : loupe::error_holder, loupe::measured {
     bool ignore_eos = false;
     llama_token pending = -1;  // sampled but not yet decoded
     std::vector<std::string> stops;
+    std::set<llama_token> preserved;  // special tokens written out as text (a chat format's markers)
     std::string text;          // generated text so far (stop strings removed)
     size_t emitted = 0;        // bytes of `text` already reported
     std::vector<llama_token> new_tokens;

@@ -23,30 +23,30 @@ typedef struct loupe_image     loupe_image;
 //   {path, gpu (bool, default true), device (name, e.g. "Vulkan0") | null, threads,
 //    flashAttn: "auto"|"on"|"off", measure (bool, default true)}
 // With gpu true and no device, mtmd picks the first GPU. Returns NULL on bad parameters.
-loupe_projector * loupe_projector_create(loupe_model * model, const char * params_json);
+LOUPE_API loupe_projector * loupe_projector_create(loupe_model * model, const char * params_json);
 
 // Loads the projector file (mtmd_init_from_file, with its reserve-only warm-up). nonblocking.
 // Returns LOUPE_OK, LOUPE_ERR_LOAD (e.g. embedding width mismatch) or LOUPE_ERR_ABORTED.
-int32_t loupe_projector_load(loupe_projector * proj);
+LOUPE_API int32_t loupe_projector_load(loupe_projector * proj);
 
 // Load progress in [0, 1]; safe to call from another thread while loading.
-float loupe_projector_progress(const loupe_projector * proj);
+LOUPE_API float loupe_projector_progress(const loupe_projector * proj);
 
 // Makes an ongoing loupe_projector_load stop at its next progress report. Thread-safe.
-void loupe_projector_cancel(loupe_projector * proj);
+LOUPE_API void loupe_projector_cancel(loupe_projector * proj);
 
 // Encodes one blank image of the projector's native size, measuring where the encoder's graph
 // runs (the "projector warm-up" stage of loupe_projector_info). nonblocking.
-int32_t loupe_projector_warmup(loupe_projector * proj);
+LOUPE_API int32_t loupe_projector_warmup(loupe_projector * proj);
 
 // The last error recorded on this handle ("" when none). Owned by the handle.
-const char * loupe_projector_error(const loupe_projector * proj);
+LOUPE_API const char * loupe_projector_error(const loupe_projector * proj);
 
 // JSON after load: {projectorType, device, gpu, marker, nEmbd, imageSize, patchSize,
 // vision, audio, loadUs, stages: {<name>: stage}}. Owned by the handle.
-const char * loupe_projector_info(loupe_projector * proj);
+LOUPE_API const char * loupe_projector_info(loupe_projector * proj);
 
-void loupe_projector_free(loupe_projector * proj);
+LOUPE_API void loupe_projector_free(loupe_projector * proj);
 
 // ---- images --------------------------------------------------------------------------
 
@@ -54,19 +54,19 @@ void loupe_projector_free(loupe_projector * proj);
 // after checking its format and declared size. nonblocking.
 // Returns NULL on failure with the reason in `err` (capacity `err_cap`, NUL-terminated),
 // prefixed by a code: "format: ", "size: " or "corrupt: ".
-loupe_image * loupe_image_from_bytes(const uint8_t * data, size_t len, char * err, int32_t err_cap);
+LOUPE_API loupe_image * loupe_image_from_bytes(const uint8_t * data, size_t len, char * err, int32_t err_cap);
 
 // Reads and decodes an image file, as loupe_image_from_bytes. nonblocking.
-loupe_image * loupe_image_from_file(const char * path, char * err, int32_t err_cap);
+LOUPE_API loupe_image * loupe_image_from_file(const char * path, char * err, int32_t err_cap);
 
 // An image from raw RGB pixels (3 bytes per pixel, rows top to bottom): `len` must be
 // width * height * 3. Returns NULL on bad sizes (see loupe_last_error).
-loupe_image * loupe_image_from_rgb(uint32_t width, uint32_t height, const uint8_t * rgb, size_t len);
+LOUPE_API loupe_image * loupe_image_from_rgb(uint32_t width, uint32_t height, const uint8_t * rgb, size_t len);
 
 // JSON {width, height, decodeUs, format}. Returns NULL for NULL.
-char * loupe_image_info(const loupe_image * image);
+LOUPE_API char * loupe_image_info(const loupe_image * image);
 
-void loupe_image_free(loupe_image * image);
+LOUPE_API void loupe_image_free(loupe_image * image);
 
 // ---- multimodal prompts --------------------------------------------------------------
 
@@ -76,34 +76,34 @@ void loupe_image_free(loupe_image * image);
 // preprocessed, encoded and its embeddings decoded into the context; text between them is
 // decoded in batches. Stages: "image preprocess", "image encode", "image decode", "prompt".
 // Afterwards the KV cache holds the whole prompt and the last logits are ready for
-// loupe_vision_gen_begin. The context's token history (loupe_session.h) holds -1 at image
+// loupe_ctx_vision_gen_begin. The context's token history (loupe_session.h) holds -1 at image
 // positions, and each image is an atomic span. The prompt must end with text; a prompt that
 // does not fit the context is refused before anything is evaluated (an image's tokens are
 // never cut). nonblocking.
 // Returns LOUPE_OK or an error (message in loupe_projector_error); result in
-// loupe_vision_output.
-int32_t loupe_vision_prefill(loupe_ctx * ctx, loupe_projector * proj, const char * prompt,
-                             loupe_image * const * images, int32_t n_images, const char * params_json);
+// loupe_projector_output.
+LOUPE_API int32_t loupe_ctx_vision_prefill(loupe_ctx * ctx, loupe_projector * proj, const char * prompt,
+                                           loupe_image * const * images, int32_t n_images, const char * params_json);
 
-// Starts generating from the prompt the last loupe_vision_prefill left in `ctx`, with the
-// options of loupe_gen_begin (and no new tokens). Continue with loupe_gen_step and
-// loupe_gen_output. Returns LOUPE_OK, or LOUPE_ERR_STATE when the context no longer holds that
+// Starts generating from the prompt the last loupe_ctx_vision_prefill left in `ctx`, with the
+// options of loupe_ctx_gen_begin (and no new tokens). Continue with loupe_ctx_gen_step and
+// loupe_ctx_gen_output. Returns LOUPE_OK, or LOUPE_ERR_STATE when the context no longer holds that
 // prompt (message in loupe_projector_error).
-int32_t loupe_vision_gen_begin(loupe_projector * proj, loupe_ctx * ctx, const char * params_json);
+LOUPE_API int32_t loupe_ctx_vision_gen_begin(loupe_ctx * ctx, loupe_projector * proj, const char * params_json);
 
-// What the last loupe_vision_prefill did: {nPast, textTokens: [ids], imageTokens, chunks:
+// What the last loupe_ctx_vision_prefill did: {nPast, textTokens: [ids], imageTokens, chunks:
 // [{type: "text"|"image", tokens}], images: [{width, height}], stages: {<name>: stage}}. After
 // LOUPE_ERR_ABORTED: {aborted: true, stages} with what ran before the abort (an abort during an
 // image encode cuts its graph short: the encode stage then counts the nodes that ran). "{}" after
 // other errors. Owned by the projector.
-const char * loupe_vision_output(loupe_projector * proj);
+LOUPE_API const char * loupe_projector_output(loupe_projector * proj);
 
 // ---- Vulkan drivers ------------------------------------------------------------------
 
 // The Vulkan physical devices as the system's Vulkan loader reports them (independent of
 // ggml): [{index, name, type, apiVersion, driverVersion, vendorId, deviceId, driverName,
 // driverInfo}]; [] when there is no Vulkan loader. Used to key per-driver verdicts.
-char * loupe_vulkan_drivers(void);
+LOUPE_API char * loupe_vulkan_drivers(void);
 
 #ifdef __cplusplus
 }

@@ -206,7 +206,7 @@ using namespace loupe;
 
 extern "C" {
 
-int32_t loupe_session_begin(loupe_ctx * c, const char * params_json, const int32_t * tokens, int32_t n_tokens) {
+int32_t loupe_ctx_session_begin(loupe_ctx * c, const char * params_json, const int32_t * tokens, int32_t n_tokens) {
     if (!c || !c->ctx) {
         return fail(LOUPE_ERR_STATE, "context is NULL");
     }
@@ -360,7 +360,7 @@ int32_t loupe_ctx_logits(loupe_ctx * c, float * out, int32_t cap) {
     return n_vocab;
 }
 
-int32_t loupe_session_save(loupe_ctx * c, const char * path, const char * meta_json) {
+int32_t loupe_ctx_save(loupe_ctx * c, const char * path, const char * meta_json) {
     if (!c || !c->ctx) {
         return fail(LOUPE_ERR_STATE, "context is NULL");
     }
@@ -429,7 +429,7 @@ int32_t loupe_session_save(loupe_ctx * c, const char * path, const char * meta_j
     });
 }
 
-char * loupe_session_load(loupe_ctx * c, const char * path) {
+char * loupe_ctx_load(loupe_ctx * c, const char * path) {
     if (!c || !c->ctx) {
         fail(LOUPE_ERR_STATE, "context is NULL");
         return nullptr;

@@ -806,8 +806,8 @@ void loupe_image_free(loupe_image * img) {
 
 // ---- multimodal prompts --------------------------------------------------------------
 
-int32_t loupe_vision_prefill(loupe_ctx * c, loupe_projector * p, const char * prompt, loupe_image * const * images,
-                             int32_t n_images, const char * params_json) {
+int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char * prompt, loupe_image * const * images,
+                                 int32_t n_images, const char * params_json) {
     if (!p) {
         return fail(LOUPE_ERR_INVALID, "projector is NULL");
     }
@@ -1001,7 +1001,7 @@ int32_t loupe_vision_prefill(loupe_ctx * c, loupe_projector * p, const char * pr
     });
 }
 
-int32_t loupe_vision_gen_begin(loupe_projector * p, loupe_ctx * c, const char * params_json) {
+int32_t loupe_ctx_vision_gen_begin(loupe_ctx * c, loupe_projector * p, const char * params_json) {
     if (!p) {
         return fail(LOUPE_ERR_INVALID, "projector is NULL");
     }
@@ -1020,7 +1020,7 @@ int32_t loupe_vision_gen_begin(loupe_projector * p, loupe_ctx * c, const char * 
     });
 }
 
-const char * loupe_vision_output(loupe_projector * p) {
+const char * loupe_projector_output(loupe_projector * p) {
     if (!p) {
         fail(LOUPE_ERR_INVALID, "projector is NULL");
         return nullptr;

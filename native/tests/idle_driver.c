@@ -106,15 +106,15 @@ int main(int argc, char ** argv) {
         return 1;
     }
     int32_t toks[64];
-    int32_t n = loupe_tokenize(m, "Once upon a time", 16, 1, 0, toks, 64);
+    int32_t n = loupe_model_tokenize(m, "Once upon a time", 16, 1, 0, toks, 64);
     loupe_ctx * ctx = loupe_model_context(m);
     for (int round = 0; round < 3; round++) {
-        if (loupe_gen_begin(ctx, "{\"maxTokens\": 8, \"temperature\": 0}", toks, n) != LOUPE_OK ||
-            loupe_gen_step(ctx, 10000, 0) != 1) {
+        if (loupe_ctx_gen_begin(ctx, "{\"maxTokens\": 8, \"temperature\": 0, \"topK\": 40, \"topP\": 0.95, \"minP\": 0.05, \"repeatPenalty\": 1, \"repeatLastN\": 64, \"seed\": 1, \"grammar\": \"\", \"grammarLazy\": false, \"grammarTriggers\": [], \"preservedTokens\": [], \"grammarPrefill\": \"\", \"ignoreEos\": false}", toks, n) != LOUPE_OK ||
+            loupe_ctx_gen_step(ctx, 10000, 0) != 1) {
             fprintf(stderr, "idle_driver: generation failed: %s\n", loupe_ctx_error(ctx));
             return 1;
         }
-        expect("after loupe_gen_step", busy_samples(), 0);
+        expect("after loupe_ctx_gen_step", busy_samples(), 0);
     }
     loupe_model_free(m);
 
@@ -126,23 +126,23 @@ int main(int argc, char ** argv) {
         return 1;
     }
     char err[512];
-    loupe_embedder * e = loupe_embed_create(em, "{\"threads\": 2, \"contextSize\": 128}", err, sizeof(err));
+    loupe_embedder * e = loupe_embedder_create(em, "{\"threads\": 2, \"contextSize\": 128}", err, sizeof(err));
     if (!e) {
-        fprintf(stderr, "idle_driver: loupe_embed_create: %s\n", err);
+        fprintf(stderr, "idle_driver: loupe_embedder_create: %s\n", err);
         return 1;
     }
     int32_t etoks[64];
-    int32_t en = loupe_tokenize(em, "a short text to embed", 21, 1, 0, etoks, 64);
+    int32_t en = loupe_model_tokenize(em, "a short text to embed", 21, 1, 0, etoks, 64);
     float out[4096];
     for (int round = 0; round < 3; round++) {
         int32_t lengths[1] = { en };
-        if (loupe_embed_begin(e, etoks, lengths, 1, 0) < 0 || loupe_embed_run(e, out, 4096) < 0) {
-            fprintf(stderr, "idle_driver: embedding failed: %s\n", loupe_embed_error(e));
+        if (loupe_embedder_begin(e, etoks, lengths, 1, 0) < 0 || loupe_embedder_run(e, out, 4096) < 0) {
+            fprintf(stderr, "idle_driver: embedding failed: %s\n", loupe_embedder_error(e));
             return 1;
         }
-        expect("after loupe_embed_run", busy_samples(), 0);
+        expect("after loupe_embedder_run", busy_samples(), 0);
     }
-    loupe_embed_free(e);
+    loupe_embedder_free(e);
     loupe_model_free(em);
     if (failures == 0) printf("idle_driver: ok\n");
     return failures == 0 ? 0 : 1;

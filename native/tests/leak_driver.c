@@ -23,7 +23,7 @@ static int failures = 0;
 
 static int run(loupe_ctx * ctx, int budget) {
     for (int i = 0; i < 100000; i++) {
-        int rc = loupe_gen_step(ctx, budget, 0);
+        int rc = loupe_ctx_gen_step(ctx, budget, 0);
         if (rc != 0) return rc;
     }
     return -100;
@@ -50,48 +50,48 @@ int main(int argc, char ** argv) {
 
     int32_t toks[512];
     const char * text = "Once upon a time";
-    int32_t n = loupe_tokenize(m, text, (int32_t) strlen(text), 1, 0, toks, 512);
-    CHECK(n > 0, "loupe_tokenize");
+    int32_t n = loupe_model_tokenize(m, text, (int32_t) strlen(text), 1, 0, toks, 512);
+    CHECK(n > 0, "loupe_model_tokenize");
     char out[1024];
-    CHECK(loupe_detokenize(m, toks, n, 0, 0, out, sizeof(out)) > 0, "loupe_detokenize");
-    char * chat = loupe_chat_apply(m, "[{\"role\": \"user\", \"content\": \"Hi\"}]", NULL, 1);
-    CHECK(chat != NULL, "loupe_chat_apply");
+    CHECK(loupe_model_detokenize(m, toks, n, 0, 0, out, sizeof(out)) > 0, "loupe_model_detokenize");
+    char * chat = loupe_model_chat_apply(m, "[{\"role\": \"user\", \"content\": \"Hi\"}]", NULL, 1);
+    CHECK(chat != NULL, "loupe_model_chat_apply");
     loupe_string_free(chat);
 
     // the model's context: a generation to its end
     loupe_ctx * def = loupe_model_context(m);
-    CHECK(loupe_gen_begin(def, "{\"maxTokens\": 16, \"temperature\": 0, \"stop\": [\"zzz\"]}", toks, n) == LOUPE_OK, "gen_begin");
+    CHECK(loupe_ctx_gen_begin(def, "{\"maxTokens\": 16, \"temperature\": 0, \"topK\": 40, \"topP\": 0.95, \"minP\": 0.05, \"repeatPenalty\": 1, \"repeatLastN\": 64, \"seed\": 1, \"grammar\": \"\", \"grammarLazy\": false, \"grammarTriggers\": [], \"preservedTokens\": [], \"grammarPrefill\": \"\", \"ignoreEos\": false, \"stop\": [\"zzz\"]}", toks, n) == LOUPE_OK, "gen_begin");
     CHECK(run(def, 1000) == 1, "gen_step");
-    CHECK(loupe_gen_output(def) != NULL, "gen_output");
+    CHECK(loupe_ctx_gen_output(def) != NULL, "gen_output");
     // an error path: a token out of range
     int32_t bad = 1 << 30;
-    CHECK(loupe_gen_begin(def, "{}", &bad, 1) == LOUPE_ERR_INVALID, "gen_begin refuses a bad token");
+    CHECK(loupe_ctx_gen_begin(def, "{}", &bad, 1) == LOUPE_ERR_INVALID, "gen_begin refuses a bad token");
 
     // a session: two calls (the second reuses the first), shifts past the context
     char err[256];
     loupe_ctx * s = loupe_ctx_create(m, "{\"contextSize\": 256, \"threads\": 1}", err, sizeof(err));
     CHECK(s != NULL, "loupe_ctx_create");
-    CHECK(loupe_session_begin(s, "{\"maxTokens\": 300, \"temperature\": 0, \"ignoreEos\": true, \"contextShift\": true, \"nKeep\": 1, \"turns\": [0]}", toks, n) == LOUPE_OK, "session_begin");
+    CHECK(loupe_ctx_session_begin(s, "{\"maxTokens\": 300, \"temperature\": 0, \"topK\": 40, \"topP\": 0.95, \"minP\": 0.05, \"repeatPenalty\": 1, \"repeatLastN\": 64, \"seed\": 1, \"grammar\": \"\", \"grammarLazy\": false, \"grammarTriggers\": [], \"preservedTokens\": [], \"grammarPrefill\": \"\", \"ignoreEos\": true, \"contextShift\": true, \"nKeep\": 1, \"turns\": [0]}", toks, n) == LOUPE_OK, "session_begin");
     CHECK(run(s, 1000) == 1, "session steps");
-    const char * o = loupe_gen_output(s);
+    const char * o = loupe_ctx_gen_output(s);
     CHECK(o != NULL && strstr(o, "contextShift") != NULL, "a context shift happened");
     int32_t hist[512];
     int32_t nh = loupe_ctx_tokens(s, hist, 512);
     CHECK(nh > 0 && nh < 256, "loupe_ctx_tokens");
     hist[nh] = toks[1];
-    CHECK(loupe_session_begin(s, "{\"maxTokens\": 8, \"temperature\": 0, \"contextShift\": true, \"nKeep\": 1}", hist, nh + 1) == LOUPE_OK, "session_begin reuse");
+    CHECK(loupe_ctx_session_begin(s, "{\"maxTokens\": 8, \"temperature\": 0, \"topK\": 40, \"topP\": 0.95, \"minP\": 0.05, \"repeatPenalty\": 1, \"repeatLastN\": 64, \"seed\": 1, \"grammar\": \"\", \"grammarLazy\": false, \"grammarTriggers\": [], \"preservedTokens\": [], \"grammarPrefill\": \"\", \"ignoreEos\": false, \"contextShift\": true, \"nKeep\": 1}", hist, nh + 1) == LOUPE_OK, "session_begin reuse");
     CHECK(run(s, 1000) == 1, "session steps again");
     float * logits = malloc(sizeof(float) * 40000);
     CHECK(loupe_ctx_logits(s, logits, 40000) > 0, "loupe_ctx_logits");
     free(logits);
-    CHECK(loupe_session_save(s, argv[3], "{\"driver\": true}") == LOUPE_OK, "loupe_session_save");
+    CHECK(loupe_ctx_save(s, argv[3], "{\"driver\": true}") == LOUPE_OK, "loupe_ctx_save");
 
     loupe_ctx * s2 = loupe_ctx_create(m, "{\"contextSize\": 256, \"threads\": 1}", err, sizeof(err));
     CHECK(s2 != NULL, "loupe_ctx_create 2");
-    char * meta = loupe_session_load(s2, argv[3]);
-    CHECK(meta != NULL && strcmp(meta, "{\"driver\":true}") == 0, "loupe_session_load");
+    char * meta = loupe_ctx_load(s2, argv[3]);
+    CHECK(meta != NULL && strcmp(meta, "{\"driver\":true}") == 0, "loupe_ctx_load");
     loupe_string_free(meta);
-    CHECK(loupe_session_load(s2, argv[2]) == NULL, "loupe_session_load refuses a model file");
+    CHECK(loupe_ctx_load(s2, argv[2]) == NULL, "loupe_ctx_load refuses a model file");
     loupe_ctx_free(s2);
     loupe_ctx_free(s);
     loupe_model_free(m);

@@ -87,10 +87,10 @@ def main(argv=None):
         subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv"])
     if not a.skip_build:
         # Fetch the pinned engine, build libloupe and the reference tools (a few minutes the first time).
-        sh([deno, "run", "-A", "native/build.ts"], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+        sh([deno, "run", "-A", "native/build/cli.ts"], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
     # Compile loupe's modules and cache plotly.js now, so the first notebook cell starts quickly.
     sh([deno, "cache", "mod.ts"], cwd=REPO, env=env)
-    sh([deno, "eval", "import { plotlyScript } from './src/plotly.ts'; await plotlyScript();"], cwd=REPO, env=env)
+    sh([deno, "eval", "import { plotlyScript } from './src/notebook/plotly.ts'; await plotlyScript();"], cwd=REPO, env=env)
     kernel_env = {"PATH": os.path.dirname(deno) + os.pathsep + env.get("PATH", "")}
     for key in ("LOUPE_ENGINE", "LOUPE_CACHE_DIR", "LOUPE_PLOTLY", "LOUPE_MODEL"):
         if env.get(key):

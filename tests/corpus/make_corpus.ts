@@ -9,9 +9,9 @@
  * @module
  */
 import { join } from "node:path";
-import { cacheDir, ensureSource } from "../../native/build.ts";
-import { FIXTURE_GENERATOR_VERSION, makeTextModel } from "../../src/fixtures.ts";
-import { type GGUFValue, GGUFValueType, GGUFWriter, readGGUF, readGGUFFile } from "../../src/gguf.ts";
+import { cacheDir, ensureSource } from "../../native/build/engine.ts";
+import { FIXTURE_GENERATOR_VERSION, makeTextModel } from "../../src/fixtures/text.ts";
+import { type GGUFValue, GGUFValueType, GGUFWriter, readGGUF, readGGUFFile } from "../../src/gguf/gguf.ts";
 
 /** One malformed (or odd) model file. */
 export interface CorpusFile {

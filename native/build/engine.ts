@@ -1,0 +1,512 @@
+/**
+ * Fetches the pinned engine and builds libloupe (our C ABI plus mtmd's sources) and the
+ * llama.cpp reference tools against it. Everything goes to a cache directory outside the
+ * repository; nothing here is committed.
+ *
+ * A library: `native/build/cli.ts` is its command line (`deno task build`).
+ *
+ * @module
+ */
+import { dirname, join } from "node:path";
+import { type EngineVariant, LLAMA_CPP_COMMIT, type PinnedPackage, PREBUILT_PACKAGES, SOURCE_PACKAGE } from "./pins.ts";
+
+/** What a build produced: where the engine lives and where our library and tools are. */
+export interface BuildResult {
+  /** The variant that was built. */
+  variant: EngineVariant;
+  /** Directory holding libllama, libggml* and the dynamically loaded backends. */
+  engineDir: string;
+  /** The pinned llama.cpp source tree. */
+  sourceDir: string;
+  /** Path of libloupe.so. */
+  library: string;
+  /** Reference tools built from the same source against the same engine. */
+  tools: { completion: string; bench: string; embedding: string; mtmd: string };
+}
+
+/** Options of {@linkcode ensureBuild}. */
+export interface BuildOptions {
+  /** Engine variant; default from `LOUPE_ENGINE` or detected from the machine. */
+  variant?: EngineVariant;
+  /** For the from-source variant: also build the CUDA backend. */
+  cuda?: boolean;
+  /** For the from-source variant: also build the Vulkan backend. */
+  vulkan?: boolean;
+  /** Prints progress lines to stderr (default true). */
+  verbose?: boolean;
+  /** Receives each step (download, unpack, compile, link, done) instead of the stderr lines. */
+  onProgress?: (step: BuildProgress) => void;
+}
+
+/** One step of fetching and building, for progress displays. */
+export interface BuildProgress {
+  /** What kind of step. */
+  phase: "download" | "unpack" | "compile" | "link" | "done";
+  /** What is happening, e.g. "compiling (3/20) tools/mtmd/clip.cpp". */
+  message: string;
+  /** Fraction done in [0, 1] (of the compile phase), or null when unknown. */
+  fraction: number | null;
+}
+
+const NATIVE_DIR = dirname(dirname(new URL(import.meta.url).pathname));
+
+/** Root of loupe's cache: `LOUPE_CACHE_DIR`, else `$XDG_CACHE_HOME/loupe`, else `~/.cache/loupe`. */
+export function cacheDir(): string {
+  const explicit = Deno.env.get("LOUPE_CACHE_DIR");
+  if (explicit) return explicit;
+  const xdg = Deno.env.get("XDG_CACHE_HOME");
+  if (xdg) return join(xdg, "loupe");
+  const home = Deno.env.get("HOME") ?? "/tmp";
+  return join(home, ".cache", "loupe");
+}
+
+function log(verbose: boolean, msg: string) {
+  if (verbose) console.error(`loupe: ${msg}`);
+}
+
+/** Hands a step to `onProgress`, or prints it when there is none. */
+function report(verbose: boolean, onProgress: BuildOptions["onProgress"], step: BuildProgress) {
+  if (onProgress) onProgress(step);
+  else log(verbose, step.message);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+async function run(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}) {
+  const out = await new Deno.Command(cmd, { args, cwd: opts.cwd, env: opts.env, stdout: "piped", stderr: "piped" })
+    .output();
+  if (!out.success) {
+    const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
+    throw new Error(`Command failed: ${cmd} ${args.join(" ")}: ${text.trim().slice(-4000)}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** What {@linkcode chooseVariant} decides from (gathered by {@linkcode detectVariant}). */
+export interface MachineFacts {
+  /** `/proc/driver/nvidia/version`, or null without an NVIDIA driver. */
+  nvidiaDriver: string | null;
+  /** CUDA runtime majors whose `libcudart.so.N` the loader can find (ldconfig, CUDA_HOME, /usr/local/cuda). */
+  cudaRuntimes: number[];
+  /** Whether a Vulkan loader (`libvulkan.so.1`) is installed. */
+  vulkanLoader: boolean;
+  /** Whether a GPU render node (/dev/dri/renderD*) exists. */
+  renderNode: boolean;
+  /** Whether `GGML_VK_VISIBLE_DEVICES` is set (a CPU Vulkan device made visible on purpose). */
+  vulkanVisible: boolean;
+}
+
+/**
+ * The engine variant for a machine: with an NVIDIA driver, the CUDA build whose runtime is
+ * installed (Colab's CUDA 12 runtime gets the CUDA 12 package even on a new driver), else by the
+ * driver (CUDA 13 needs driver 580 or newer); then Vulkan with a GPU render node (or a Vulkan
+ * device made visible on purpose: Mesa's CPU drivers install a Vulkan loader too, and ggml hides
+ * such devices anyway); else CPU.
+ */
+export function chooseVariant(f: MachineFacts): EngineVariant {
+  if (f.nvidiaDriver !== null) {
+    const m = f.nvidiaDriver.match(/Kernel Module\s+(?:for\s+\S+\s+)?(\d+)\./);
+    const newDriver = !m || Number(m[1]) >= 580;
+    if (newDriver && f.cudaRuntimes.includes(13)) return "cuda";
+    if (f.cudaRuntimes.includes(12)) return "cuda12";
+    return newDriver ? "cuda" : "cuda12";
+  }
+  if (f.vulkanLoader && (f.renderNode || f.vulkanVisible)) return "vulkan";
+  return "cpu";
+}
+
+/** CUDA runtime majors the loader can find: ldconfig's cache, then the usual toolkit folders. */
+async function cudaRuntimes(ldconfig: string): Promise<number[]> {
+  const found = new Set<number>();
+  for (const m of ldconfig.matchAll(/libcudart\.so\.(\d+)\s/g)) found.add(Number(m[1]));
+  const home = Deno.env.get("CUDA_HOME") ?? Deno.env.get("CUDA_PATH");
+  const dirs = [home && `${home}/lib64`, "/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib"];
+  for (const dir of dirs) {
+    if (!dir) continue;
+    try {
+      for await (const e of Deno.readDir(dir)) {
+        const m = e.name.match(/^libcudart\.so\.(\d+)$/);
+        if (m) found.add(Number(m[1]));
+      }
+    } catch { /* no such folder */ }
+  }
+  return [...found].sort();
+}
+
+/** Picks the engine variant: `LOUPE_ENGINE`, else {@linkcode chooseVariant} on this machine's facts. */
+export async function detectVariant(): Promise<EngineVariant> {
+  const env = Deno.env.get("LOUPE_ENGINE");
+  if (env) {
+    const known = ["cpu", "vulkan", "cuda", "cuda12", "source"];
+    if (!known.includes(env)) throw new Error(`Unknown LOUPE_ENGINE "${env}": expected one of ${known.join(", ")}`);
+    return env as EngineVariant;
+  }
+  const ldconfig = await run("/sbin/ldconfig", ["-p"]).catch(() => "");
+  return chooseVariant({
+    nvidiaDriver: await Deno.readTextFile("/proc/driver/nvidia/version").catch(() => null),
+    cudaRuntimes: await cudaRuntimes(ldconfig),
+    vulkanLoader: ldconfig.includes("libvulkan.so.1"),
+    renderNode: await Array.fromAsync(Deno.readDir("/dev/dri")).then(
+      (es) => es.some((e) => e.name.startsWith("renderD")),
+      () => false,
+    ),
+    vulkanVisible: Boolean(Deno.env.get("GGML_VK_VISIBLE_DEVICES")),
+  });
+}
+
+async function sha512Base64(path: string): Promise<string> {
+  const data = await Deno.readFile(path);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-512", data));
+  let bin = "";
+  for (const b of digest) bin += String.fromCharCode(b);
+  return btoa(bin);
+}
+
+/** Holds a directory lock while `fn` runs, so concurrent processes do not build the same thing twice. */
+async function withLock<T>(lockPath: string, fn: () => Promise<T>): Promise<T> {
+  await Deno.mkdir(dirname(lockPath), { recursive: true });
+  const started = Date.now();
+  while (true) {
+    try {
+      await Deno.mkdir(lockPath);
+      break;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      const st = await Deno.stat(lockPath).catch(() => null);
+      // A lock older than 60 minutes belongs to a process that died.
+      if (st?.mtime && Date.now() - st.mtime.getTime() > 3_600_000) {
+        await Deno.remove(lockPath, { recursive: true }).catch(() => {});
+        continue;
+      }
+      if (Date.now() - started > 3_600_000) throw new Error(`Cannot take the build lock ${lockPath}: timed out`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await Deno.remove(lockPath, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Downloads a pinned npm tarball with `npm pack`, checks its integrity and unpacks it. Returns the unpacked `package/` dir. */
+export async function fetchPackage(
+  pkg: PinnedPackage,
+  verbose = true,
+  onProgress?: BuildOptions["onProgress"],
+): Promise<string> {
+  const root = join(cacheDir(), "packages", `${pkg.name.replace("/", "+")}@${pkg.version}`);
+  const marker = join(root, ".integrity");
+  if (await exists(marker) && (await Deno.readTextFile(marker)) === pkg.integrity) {
+    return join(root, "package");
+  }
+  return await withLock(root + ".lock", async () => {
+    if (await exists(marker) && (await Deno.readTextFile(marker)) === pkg.integrity) {
+      return join(root, "package");
+    }
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+    await Deno.mkdir(root, { recursive: true });
+    report(verbose, onProgress, {
+      phase: "download",
+      message: `downloading ${pkg.name}@${pkg.version}`,
+      fraction: null,
+    });
+    const out = await run("npm", ["pack", `${pkg.name}@${pkg.version}`, "--pack-destination", root, "--silent"]);
+    const tgz = join(root, out.trim().split("\n").pop()!.trim());
+    const actual = "sha512-" + await sha512Base64(tgz);
+    if (actual !== pkg.integrity) {
+      throw new Error(`Integrity mismatch for ${pkg.name}@${pkg.version}: expected ${pkg.integrity}, got ${actual}`);
+    }
+    await run("tar", ["xzf", tgz, "-C", root]);
+    await Deno.remove(tgz);
+    await Deno.writeTextFile(marker, pkg.integrity);
+    return join(root, "package");
+  });
+}
+
+/** The pinned llama.cpp source tree (cloned from the bundle inside node-llama-cpp). `LOUPE_SRC_DIR` overrides it. */
+export async function ensureSource(verbose = true, onProgress?: BuildOptions["onProgress"]): Promise<string> {
+  const explicit = Deno.env.get("LOUPE_SRC_DIR");
+  if (explicit) return explicit;
+  const dir = join(cacheDir(), "src", `llama.cpp-${LLAMA_CPP_COMMIT.slice(0, 12)}`);
+  const marker = join(dir, ".loupe-ok");
+  if (await exists(marker)) return dir;
+  const pkgDir = await fetchPackage(SOURCE_PACKAGE, verbose, onProgress);
+  return await withLock(dir + ".lock", async () => {
+    if (await exists(marker)) return dir;
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    report(verbose, onProgress, { phase: "unpack", message: "unpacking the llama.cpp source", fraction: null });
+    await run("git", ["clone", "--quiet", join(pkgDir, "llama", "gitRelease.bundle"), dir]);
+    const head = (await run("git", ["-C", dir, "rev-parse", "HEAD"])).trim();
+    if (head !== LLAMA_CPP_COMMIT) throw new Error(`The source bundle is at ${head}, expected ${LLAMA_CPP_COMMIT}`);
+    // node-llama-cpp builds with its patches applied; so do we.
+    for await (const e of Deno.readDir(join(pkgDir, "llama", "patches"))) {
+      if (e.name.endsWith(".diff")) await run("git", ["-C", dir, "apply", join(pkgDir, "llama", "patches", e.name)]);
+    }
+    await Deno.writeTextFile(marker, head);
+    return dir;
+  });
+}
+
+async function findEngineDir(root: string, preferFallback: boolean): Promise<string> {
+  const found: string[] = [];
+  async function walk(dir: string) {
+    for await (const e of Deno.readDir(dir)) {
+      const p = join(dir, e.name);
+      if (e.isDirectory) await walk(p);
+      else if (/^libllama(\.[a-z0-9]+)*\.so$/.test(e.name) && !e.name.includes("common")) found.push(dirname(p));
+    }
+  }
+  await walk(root);
+  const pick = found.find((d) => d.includes("fallback") === preferFallback) ?? found[0];
+  if (!pick) throw new Error(`No libllama in ${root}`);
+  return pick;
+}
+
+async function buildFromSource(sourceDir: string, opts: BuildOptions, verbose: boolean): Promise<string> {
+  const flags = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=ON",
+    "-DGGML_BACKEND_DL=ON",
+    // GGML_NATIVE cannot be combined with GGML_BACKEND_DL: name this CPU's features instead.
+    "-DGGML_NATIVE=OFF",
+    ...await cpuFeatureFlags(),
+    // ggml's own threadpool, as in the prebuilt engine (no libgomp): loupe puts its workers to
+    // sleep when a call returns (ggml_threadpool_pause), which OpenMP's spinning threads ignore.
+    "-DGGML_OPENMP=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_BUILD_TOOLS=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    `-DGGML_CUDA=${opts.cuda ? "ON" : "OFF"}`,
+    `-DGGML_VULKAN=${opts.vulkan ? "ON" : "OFF"}`,
+  ];
+  const cudaArch = Deno.env.get("CMAKE_CUDA_ARCHITECTURES");
+  if (opts.cuda && cudaArch) flags.push(`-DCMAKE_CUDA_ARCHITECTURES=${cudaArch}`);
+  const key = (await hashText(flags.join(" "))).slice(0, 12);
+  const buildDir = join(cacheDir(), "engine", `source-${key}`);
+  const marker = join(buildDir, ".loupe-ok");
+  if (await exists(marker)) return join(buildDir, "bin");
+  return await withLock(buildDir + ".lock", async () => {
+    if (await exists(marker)) return join(buildDir, "bin");
+    report(verbose, opts.onProgress, {
+      phase: "compile",
+      message: `building llama.cpp from source (${opts.cuda ? "CUDA " : ""}${
+        opts.vulkan ? "Vulkan " : ""
+      }CPU); this takes a while`,
+      fraction: null,
+    });
+    await run("cmake", ["-S", sourceDir, "-B", buildDir, ...flags]);
+    const targets = ["llama", "llama-common", "ggml-cpu"];
+    if (opts.cuda) targets.push("ggml-cuda");
+    if (opts.vulkan) targets.push("ggml-vulkan");
+    await run("cmake", ["--build", buildDir, "-j", String(navigator.hardwareConcurrency), "--target", ...targets]);
+    await Deno.writeTextFile(marker, flags.join(" "));
+    return join(buildDir, "bin");
+  });
+}
+
+/** CMake switches for the instruction sets this CPU has (x86-64), up to AVX2 (AVX-512 is left off). */
+async function cpuFeatureFlags(): Promise<string[]> {
+  const info = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  const flags = new Set((info.match(/^flags\s*:(.*)$/m)?.[1] ?? "").trim().split(/\s+/));
+  const map: Array<[string, string[]]> = [
+    ["GGML_SSE42", ["sse4_2"]],
+    ["GGML_AVX", ["avx"]],
+    ["GGML_F16C", ["f16c"]],
+    ["GGML_FMA", ["fma"]],
+    ["GGML_AVX2", ["avx2"]],
+    ["GGML_BMI2", ["bmi2"]],
+  ];
+  // AVX-VNNI and AVX-512 stay off: the one CPU backend of this build must also run where they are
+  // not available to it, such as under valgrind (which does not emulate them) in CI's leak check.
+  map.push(["GGML_AVX_VNNI", ["never"]], ["GGML_AVX512", ["never"]], ["GGML_AVX512_VNNI", ["never"]]);
+  return map.map(([opt, need]) => `-D${opt}=${need.every((f) => flags.has(f)) ? "ON" : "OFF"}`);
+}
+
+async function hashText(text: string): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Runs commands with at most `limit` at a time. */
+async function runAll(jobs: Array<() => Promise<unknown>>, limit: number) {
+  let next = 0;
+  const workers = Array.from({ length: Math.max(1, Math.min(limit, jobs.length)) }, async () => {
+    while (next < jobs.length) await jobs[next++]();
+  });
+  await Promise.all(workers);
+}
+
+async function engineLibraries(engineDir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(engineDir)) names.push(e.name);
+  const pick = (re: RegExp, what: string) => {
+    const n = names.filter((x) => re.test(x)).sort((a, b) => a.length - b.length)[0];
+    if (!n) throw new Error(`The engine directory ${engineDir} has no ${what}`);
+    return join(engineDir, n);
+  };
+  return [
+    pick(/^libllama-common(\.[a-z0-9]+)*\.so(\.\d+)*$/, "libllama-common"),
+    pick(/^libllama(\.(?!common)[a-z0-9]+)*\.so(\.\d+)*$/, "libllama"),
+    pick(/^libggml(\.[a-z0-9]+)*\.so(\.\d+)*$/, "libggml"),
+    pick(/^libggml-base(\.[a-z0-9]+)*\.so(\.\d+)*$/, "libggml-base"),
+  ];
+}
+
+/** llama.cpp tools built as test oracles, with their sources (relative to the source root). */
+const REFERENCE_TOOLS: Record<string, string[]> = {
+  "llama-completion": ["tools/completion/main.cpp", "tools/completion/completion.cpp"],
+  "llama-bench": ["tools/llama-bench/main.cpp", "tools/llama-bench/llama-bench.cpp"],
+  "llama-embedding": ["examples/embedding/embedding.cpp"],
+};
+
+/** The C++ sources of mtmd compiled into libloupe (the library part of tools/mtmd). */
+async function mtmdSources(sourceDir: string): Promise<string[]> {
+  const cmake = await Deno.readTextFile(join(sourceDir, "tools", "mtmd", "CMakeLists.txt"));
+  const block = cmake.match(/add_library\(mtmd\s+([\s\S]*?)\)/);
+  if (!block) throw new Error("Cannot find the mtmd library sources in tools/mtmd/CMakeLists.txt");
+  const own = block[1].split(/\s+/).filter((f) => f.endsWith(".cpp")).map((f) => join(sourceDir, "tools", "mtmd", f));
+  // mtmd links vendor::hash (a static library in llama.cpp's build).
+  const hash = ["hash.cpp", "xxhash/xxhash.c", "sha1/sha1.c", "sha256/sha256.c"].map((f) =>
+    join(sourceDir, "vendor", "hash", f)
+  );
+  return [...own, ...hash];
+}
+
+/**
+ * Makes sure the engine for the chosen variant is present and libloupe plus the reference
+ * tools are built against it; builds only what is missing. Returns where everything is.
+ */
+export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult> {
+  const verbose = opts.verbose ?? true;
+  const variant = opts.variant ?? await detectVariant();
+  const sourceDir = await ensureSource(verbose, opts.onProgress);
+  let engineDir: string;
+  if (variant === "source") {
+    // The backends of a from-source build are remembered, so a later load finds the same build.
+    const choice = join(cacheDir(), "engine", "source.json");
+    let backends = { cuda: opts.cuda, vulkan: opts.vulkan };
+    if (opts.cuda === undefined && opts.vulkan === undefined) {
+      backends = await Deno.readTextFile(choice).then(JSON.parse).catch(() => ({}));
+    }
+    engineDir = await buildFromSource(sourceDir, { ...opts, ...backends }, verbose);
+    await Deno.writeTextFile(choice, JSON.stringify(backends));
+  } else {
+    const pkgDir = await fetchPackage(PREBUILT_PACKAGES[variant], verbose, opts.onProgress);
+    engineDir = await findEngineDir(pkgDir, variant === "cuda12");
+  }
+  const libs = await engineLibraries(engineDir);
+  const ownSources: string[] = [];
+  for await (const e of Deno.readDir(NATIVE_DIR)) {
+    if (/\.(cpp|h)$/.test(e.name)) ownSources.push(join(NATIVE_DIR, e.name));
+  }
+  ownSources.sort();
+  const cflags = ["-O2", "-fPIC", "-std=c++17", "-DLLAMA_SHARED", "-DLLAMA_BUILD", "-DNDEBUG"];
+  // loupe's own sources export only what native/loupe*.h marks LOUPE_API; mtmd's sources keep
+  // their default visibility (MTMD_API), since llama-mtmd-cli links against mtmd inside libloupe.
+  const ownFlags = ["-fvisibility=hidden", "-fvisibility-inlines-hidden"];
+  const includes = ["include", "ggml/include", "vendor", "vendor/hash", "tools/mtmd", "common", "tools/completion"]
+    .map((d) => `-I${join(sourceDir, d)}`);
+  let fingerprint = [variant, engineDir, LLAMA_CPP_COMMIT, cflags.join(" "), ownFlags.join(" "), libs.join(" ")].join(
+    "\n",
+  );
+  for (const f of ownSources) fingerprint += await Deno.readTextFile(f);
+  fingerprint += JSON.stringify(REFERENCE_TOOLS);
+  const key = (await hashText(fingerprint)).slice(0, 16);
+  const outDir = join(cacheDir(), "build", `${variant}-${key}`);
+  const result: BuildResult = {
+    variant,
+    engineDir,
+    sourceDir,
+    library: join(outDir, "libloupe.so"),
+    tools: {
+      completion: join(outDir, "llama-completion"),
+      bench: join(outDir, "llama-bench"),
+      embedding: join(outDir, "llama-embedding"),
+      mtmd: join(outDir, "llama-mtmd-cli"),
+    },
+  };
+  const marker = join(outDir, ".loupe-ok");
+  if (await exists(marker)) return result;
+  return await withLock(outDir + ".lock", async () => {
+    if (await exists(marker)) return result;
+    await Deno.mkdir(outDir, { recursive: true });
+    const cores = navigator.hardwareConcurrency || 2;
+    // mtmd objects depend only on the source, so they are shared between variants.
+    const objDir = join(cacheDir(), "build", `mtmd-${LLAMA_CPP_COMMIT.slice(0, 12)}-3`);
+    await Deno.mkdir(objDir, { recursive: true });
+    const mtmd = await mtmdSources(sourceDir);
+    const objects: string[] = [];
+    const jobs: Array<() => Promise<unknown>> = [];
+    let done = 0;
+    const ownCpp = ownSources.filter((f) => f.endsWith(".cpp"));
+    const total = mtmd.length + ownCpp.length + Object.keys(REFERENCE_TOOLS).length + 1;
+    const step = (what: string) =>
+      report(verbose, opts.onProgress, {
+        phase: "compile",
+        message: `compiling (${++done}/${total}) ${what}`,
+        fraction: done / total,
+      });
+    for (const src of mtmd) {
+      const obj = join(objDir, src.slice(sourceDir.length + 1).replaceAll("/", "_") + ".o");
+      objects.push(obj);
+      if (await exists(obj)) {
+        done++;
+        continue;
+      }
+      jobs.push(async () => {
+        // vendor/hash: its C files are C, except sha1.c, which llama.cpp compiles as C++.
+        const asC = src.endsWith(".c") && !src.endsWith("sha1.c");
+        const cc = asC ? ["gcc", "-O2", "-fPIC", "-DNDEBUG"] : ["g++", ...cflags, "-Wno-cast-qual", "-x", "c++"];
+        await run(cc[0], [...cc.slice(1), ...includes, "-c", src, "-o", obj + ".tmp"]);
+        await Deno.rename(obj + ".tmp", obj);
+        step(src.slice(sourceDir.length + 1));
+      });
+    }
+    const link = ["-L" + engineDir, ...libs, `-Wl,-rpath,${engineDir}`, "-lpthread", "-ldl"];
+    const ownObjects = ownCpp.map((src) => join(outDir, src.slice(NATIVE_DIR.length + 1).replace(/\.cpp$/, ".o")));
+    ownCpp.forEach((src, i) =>
+      jobs.push(async () => {
+        await run("g++", [...cflags, ...ownFlags, "-Wall", ...includes, "-c", src, "-o", ownObjects[i]]);
+        step(`native/${src.slice(NATIVE_DIR.length + 1)}`);
+      })
+    );
+    // Reference tools that need only the engine (and llama-common).
+    for (const [name, srcs] of Object.entries(REFERENCE_TOOLS)) {
+      jobs.push(async () => {
+        const files = srcs.map((f) => join(sourceDir, f));
+        await run("g++", [...cflags, ...includes, ...files, "-o", join(outDir, name), ...link]);
+        step(`${name} (reference)`);
+      });
+    }
+    await runAll(jobs, cores);
+    report(verbose, opts.onProgress, { phase: "link", message: "linking libloupe", fraction: null });
+    await run("g++", ["-shared", "-Wl,--no-undefined", "-o", result.library, ...ownObjects, ...objects, ...link]);
+    // llama.cpp's multimodal CLI links mtmd, which lives in libloupe.
+    await run("g++", [
+      ...cflags,
+      ...includes,
+      join(sourceDir, "tools", "mtmd", "mtmd-cli.cpp"),
+      "-o",
+      result.tools.mtmd,
+      result.library,
+      `-Wl,-rpath,${outDir}`,
+      ...link,
+    ]);
+    step("llama-mtmd-cli (reference)");
+    await Deno.writeTextFile(marker, fingerprint);
+    report(verbose, opts.onProgress, { phase: "done", message: `built ${result.library}`, fraction: 1 });
+    return result;
+  });
+}

@@ -1,0 +1,773 @@
+/**
+ * Vision: LLaVA-style image chat through a multimodal projector (an "mmproj" GGUF: a CLIP image
+ * encoder and the projection into the language model's embeddings), run by llama.cpp's mtmd.
+ *
+ * The encoder's device is measured like the language model's: mtmd's graph scheduler reports
+ * every node of the CLIP graph, so the timeline of a vision call shows where the image encode
+ * ran, and `requireDevice` (on the projector or on the call) fails with a `PlacementError` when
+ * its heavy ops ran anywhere else — the silent CPU fallback of the encoder that made one LLaVA
+ * request take ~92 s on an RTX 3090.
+ *
+ * Vulkan devices are probed for vision in a child process before the image path is trusted to
+ * them (a driver that crashes must not take a notebook kernel with it); see
+ * {@linkcode probeVisionDevice}.
+ *
+ * @example
+ * ```ts
+ * await using model = await loadModel("llava.gguf", { gpuLayers: "auto" });
+ * await model.loadProjector("mmproj.gguf", { requireDevice: "gpu" });
+ * const r = await model.chat([{ role: "user", content: [{ image: "cat.jpg" }, "What is in this picture?"] }]);
+ * console.log(r.text, r.timeline.toString());
+ * ```
+ *
+ * @module
+ */
+import { checkLoadOptions } from "../engine/load_options.ts";
+import { type GenerateOptions, samplingParams } from "../generate/options.ts";
+import { Resource } from "../util/resource.ts";
+import { loadEngine } from "../engine/library.ts";
+import { NativeImage, NativeImageError, NativeProjector } from "../../ffi/vision.ts";
+import { NativeError } from "../../ffi/util.ts";
+import { LoupeError, type LoupeErrorCode } from "../util/errors.ts";
+import { wrap } from "../util/native_error.ts";
+import { assertDeviceAvailable, type Device } from "../engine/engine.ts";
+import { GGUFFormatError, readGGUFFile } from "../gguf/gguf.ts";
+import { addDownloadStage, fetchForLoad } from "../hub/resolve.ts";
+import type { Model } from "../model/model.ts";
+import { internalsOf, type ModelInternals } from "../generate/internals.ts";
+import type { ChatMessage, GenerateResult, StopReason } from "../generate/result.ts";
+import { addGenerationStages, COLLECT_STEP, runSteps, type StepOutput, STREAM_STEP } from "../generate/step.ts";
+import {
+  addNativeStage,
+  checkPlacement,
+  deviceMatches,
+  type DevicePlacement,
+  type NativeStage,
+  type Stage,
+  Timeline,
+} from "../timeline/timeline.ts";
+import { DISPLAY, displayable, displayOf, type MimeBundle, VIEW_KIND } from "../util/presenter.ts";
+import { watchLoad } from "../util/load_watch.ts";
+import {
+  type ProbeConfig,
+  type ProbeOptions,
+  type ProbeVerdict,
+  probeVisionDevice,
+  visionProbeInvolves,
+} from "./probe.ts";
+
+export { type ProbeConfig, type ProbeOptions, type ProbeVerdict, probeVisionDevice };
+
+/** Raw RGB pixels: 3 bytes per pixel, rows top to bottom. */
+export interface RawImage {
+  /** `width * height * 3` bytes. */
+  data: Uint8Array;
+  /** Width in pixels. */
+  width: number;
+  /** Height in pixels. */
+  height: number;
+}
+
+/** An image: a file path, the bytes of an encoded file (JPEG, PNG, BMP, GIF) or raw RGB pixels. */
+export type ImageInput = string | Uint8Array | RawImage;
+
+/** An image in a message. */
+export interface ImagePart {
+  /** The image. */
+  image: ImageInput;
+}
+
+/** A piece of a message: text, `{ text }` or `{ image }`. */
+export type ContentPart = string | { text: string } | ImagePart;
+
+/** A chat message whose content may hold images. */
+export interface VisionMessage {
+  /** "system", "user" or "assistant". */
+  role: string;
+  /** Text, or text and images in order. */
+  content: string | ContentPart[];
+}
+
+/** Options of `Model.loadProjector`. */
+export interface ProjectorOptions {
+  /**
+   * Require the image encoder's heavy ops on this device ("gpu", "cpu" or a name like "CUDA0"):
+   * checked at the warm-up and on every call; a `PlacementError` otherwise. Defaults to the
+   * model's `requireDevice`.
+   */
+  requireDevice?: string;
+  /** The device for the encoder, e.g. "Vulkan0"; default: the model's GPU, else the first GPU. */
+  device?: string;
+  /** `false` keeps the encoder on the CPU on purpose (default true: a GPU when there is one). */
+  gpu?: boolean;
+  /** CPU threads of the encoder; default: the model's. */
+  threads?: number;
+  /** Flash attention in the encoder; default: the model's setting ("auto"). */
+  flashAttn?: "auto" | "on" | "off";
+  /** Encode one blank image at load, measuring where the encoder runs (default true). */
+  warmup?: boolean;
+  /** Count graph nodes per device (default true). */
+  measure?: boolean;
+  /**
+   * Probe Vulkan devices for vision in a child process before using them (default true; the
+   * verdict is remembered per device, driver version and model placement). An object sets the
+   * probe's options (verdict file, timeout, the child's module).
+   */
+  probe?: boolean | ProbeOptions;
+  /** Called with the load fraction in [0, 1]. */
+  onProgress?: (fraction: number) => void;
+  /** Show a progress bar while loading: default only in a notebook; true also shows one line on a terminal. */
+  progress?: boolean;
+  /** Cancels the load. */
+  signal?: AbortSignal;
+}
+
+/** What the engine says about a loaded projector. */
+export interface ProjectorInfo {
+  /** mtmd's projector type, e.g. "mlp" (LLaVA 1.5). */
+  projectorType: string;
+  /** The device the encoder was given ("CPU" when none). */
+  device: string;
+  /** Whether a GPU was allowed. */
+  gpu: boolean;
+  /** The media marker of prompts ("<__media__>"). */
+  marker: string;
+  /** Width of the image embeddings (= the model's). */
+  nEmbd: number;
+  /** Side of the encoder's input image in pixels. */
+  imageSize: number;
+  /** Side of a patch in pixels. */
+  patchSize: number;
+  /** Whether it encodes images. */
+  vision: boolean;
+  /** Whether it encodes audio. */
+  audio: boolean;
+  /** CPU threads of the encoder. */
+  threads: number;
+  /** Load time in microseconds. */
+  loadUs: number;
+}
+
+/** The result of a chat with images. */
+export interface VisionResult extends GenerateResult {
+  /** Image tokens in the prompt (all images). */
+  imageTokens: number;
+  /** The images as decoded (before the encoder's resize). */
+  images: Array<{ width: number; height: number }>;
+  /** Devices skipped for the image path, mixed placements: plain sentences (also timeline events). */
+  warnings: string[];
+}
+
+interface NativeProjectorInfo extends ProjectorInfo {
+  stages: Record<string, NativeStage>;
+}
+
+interface PrefillOutput {
+  nPast: number;
+  textTokens: number[];
+  imageTokens: number;
+  chunks: Array<{ type: "text" | "image"; tokens: number }>;
+  images: Array<{ width: number; height: number }>;
+  stages: Record<string, NativeStage>;
+}
+
+/** The projector of each model (one at a time). */
+const projectors = new WeakMap<Model, Projector>();
+
+const finalizer = new FinalizationRegistry<NativeProjector>((native) => native.free());
+
+/** What the projector constructor takes (module-private: use `Model.loadProjector`). */
+interface ProjectorInit {
+  path: string;
+  native: NativeProjector;
+  info: ProjectorInfo;
+  loadTimeline: Timeline;
+  warnings: string[];
+  requireDevice: string | undefined;
+}
+
+let createProjector: (init: ProjectorInit) => Projector;
+/** The native handle of an open projector; throws CLOSED once closed. */
+let nativeOf: (projector: Projector) => NativeProjector;
+/** Runs `run` as the projector's current call: close() frees the handle only after it. */
+let trackOn: <T>(projector: Projector, run: Promise<T>) => Promise<T>;
+
+/** A loaded projector. Owned by its model (closed with it); `close()` it to load another. */
+export class Projector extends Resource {
+  /** The file it came from. */
+  readonly path: string;
+  /** The engine's description of it. */
+  readonly info: ProjectorInfo;
+  /** The load's timeline: "projector load" and the measured "projector warm-up". */
+  readonly loadTimeline: Timeline;
+  /** Devices skipped for the image path at load and why, and a mixed warm-up placement (also events of the load timeline). */
+  readonly warnings: string[];
+  /** The encoder's device requirement (the projector's own, else the model's). */
+  readonly requireDevice: string | undefined;
+  #native: NativeProjector;
+  #unadopt: () => void = () => {};
+
+  static {
+    createProjector = (init) => new Projector(init);
+    nativeOf = (p) => {
+      p.assertOpen();
+      return p.#native;
+    };
+    trackOn = (p, run) => p.track(run);
+  }
+
+  private constructor(init: ProjectorInit) {
+    super();
+    this.path = init.path;
+    this.#native = init.native;
+    this.info = init.info;
+    this.loadTimeline = init.loadTimeline;
+    this.warnings = init.warnings;
+    this.requireDevice = init.requireDevice;
+    finalizer.register(this, init.native, this);
+  }
+
+  /** Its view's name: facts, skipped devices and the load timeline (src/notebook/). */
+  get [VIEW_KIND](): string {
+    return "projector";
+  }
+
+  /** Rich display in a notebook: the view as a table and the load waterfall. */
+  [DISPLAY](): Promise<MimeBundle> {
+    return displayOf(this);
+  }
+
+  /** Called by the model when it adopts the projector (close order). */
+  setRelease(unadopt: () => void): void {
+    this.#unadopt = unadopt;
+  }
+
+  /** The sentence of a CLOSED error. */
+  protected closedMessage(): string {
+    return `Cannot use projector "${this.path}": it is closed`;
+  }
+
+  /** Frees the encoder once a running call has returned; the model then has no projector. */
+  protected closing(queue: Promise<unknown>): Promise<unknown> {
+    finalizer.unregister(this);
+    this.#unadopt();
+    const native = this.#native;
+    return queue.then(() => native.free());
+  }
+}
+
+/** Whether any message holds an array of parts (a chat for {@linkcode visionChat}). */
+export function hasParts(messages: ReadonlyArray<ChatMessage | VisionMessage>): boolean {
+  return Array.isArray(messages) && messages.some((m) => Array.isArray(m?.content));
+}
+
+const CODE_OF_IMAGE_ERROR: Record<string, LoupeErrorCode> = {
+  format: "BAD_FORMAT",
+  corrupt: "BAD_FORMAT",
+  size: "INVALID_ARGUMENT",
+  file: "NOT_FOUND",
+  invalid: "INVALID_ARGUMENT",
+};
+
+/** Checks a projector file before the engine sees it. */
+async function validateProjectorFile(path: string, nEmbd: number): Promise<void> {
+  const what = `Cannot load projector "${path}"`;
+  let stat: Deno.FileInfo;
+  try {
+    stat = await Deno.stat(path);
+  } catch (e) {
+    throw new LoupeError(
+      "NOT_FOUND",
+      `${what}: ${e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message}`,
+      {
+        cause: e,
+      },
+    );
+  }
+  if (!stat.isFile) throw new LoupeError("NOT_A_FILE", `${what}: it is a directory, not a file`);
+  let file;
+  try {
+    file = await readGGUFFile(path);
+  } catch (e) {
+    const msg = (e as Error).message;
+    throw new LoupeError(
+      "BAD_FORMAT",
+      `${what}: ${e instanceof GGUFFormatError ? msg[0].toLowerCase() + msg.slice(1) : msg}`,
+      {
+        cause: e,
+      },
+    );
+  }
+  const str = (key: string) => {
+    const v = file.kv.get(key);
+    return v?.type === 8 ? v.value : undefined;
+  };
+  const arch = str("general.architecture") ?? "";
+  if (arch !== "clip") {
+    throw new LoupeError(
+      "WRONG_KIND",
+      `${what}: it is ${arch ? `a model of architecture "${arch}"` : "a GGUF file without an architecture"}, ` +
+        `not a multimodal projector (clip); load language models with loadModel`,
+    );
+  }
+  const vision = file.kv.get("clip.has_vision_encoder");
+  if (vision?.type !== 7 || vision.value !== true) {
+    throw new LoupeError("WRONG_KIND", `${what}: it has no vision encoder (clip.has_vision_encoder is not true)`);
+  }
+  const type = str("clip.projector_type") ?? str("clip.vision.projector_type") ?? "";
+  if (type === "mlp") {
+    // mtmd dereferences these without checking: a file without them would crash the engine
+    const tensors = new Map(file.tensors.map((t) => [t.name, t]));
+    for (const name of ["v.patch_embd.weight", "v.position_embd.weight", "mm.0.weight", "mm.2.weight"]) {
+      if (!tensors.has(name)) {
+        throw new LoupeError("BAD_FORMAT", `${what}: the mlp projector has no tensor "${name}"`);
+      }
+    }
+    const out = Number(tensors.get("mm.2.weight")!.dims[1]);
+    if (out !== nEmbd) {
+      throw new LoupeError(
+        "WRONG_MODEL",
+        `${what}: its image embeddings are ${out} wide but the model's embeddings are ${nEmbd}: ` +
+          `this projector belongs to another model`,
+      );
+    }
+  }
+}
+
+/** Non-CPU devices holding the model's weights. */
+function modelDevices(model: Model): string[] {
+  return [...new Set(model.info.memory.filter((m) => m.model > 0 && m.device !== "CPU").map((m) => m.device))];
+}
+
+/**
+ * The encoder's device candidates, best first, the CPU last: `gpu: false` → the CPU; `device`
+ * → it, then the CPU; else the GPU holding the model's weights (the first GPU when the model is
+ * on the CPU), then the other GPUs. Each is probed in turn where its driver needs it.
+ */
+export function projectorDeviceCandidates(
+  options: Pick<ProjectorOptions, "gpu" | "device">,
+  lmDevices: string[],
+  devs: Pick<Device, "name" | "type">[],
+): string[] {
+  if (options.gpu === false) return ["CPU"];
+  const gpus = devs.filter((d) => d.type === "gpu" || d.type === "igpu").map((d) => d.name);
+  const first = options.device ?? lmDevices[0] ?? gpus[0];
+  if (!first || first === "CPU") return ["CPU"];
+  // an explicit device falls back to the CPU only; the default tries the other GPUs too
+  const rest = options.device ? [] : gpus.filter((g) => g !== first);
+  return [first, ...rest, "CPU"];
+}
+
+function describeDevice(name: string, devs: Device[]): string {
+  const d = devs.find((x) => x.name === name);
+  return d && d.name !== "CPU" ? `${name} (${d.description})` : name;
+}
+
+/** "Vulkan0 ran 85 of 120 nodes; CPU ran SOFT_MAX ×12, CONT ×24" when a stage ran on several devices. */
+export function mixedPlacement(stage: Pick<Stage, "name" | "devices">): string | null {
+  const entries = Object.entries(stage.devices);
+  if (entries.length < 2) return null;
+  const [main] = entries.reduce((
+    a,
+    b,
+  ) => (b[1].heavy > a[1].heavy || (b[1].heavy === a[1].heavy && b[1].nodes > a[1].nodes) ? b : a));
+  const total = entries.reduce((n, [, p]) => n + p.nodes, 0);
+  const others = entries.filter(([d]) => d !== main).map(([d, p]: [string, DevicePlacement]) =>
+    `${d} ran ${Object.entries(p.ops).map(([op, n]) => `${op} ×${n}`).join(", ")}`
+  );
+  return `${stage.name}: mixed placement: ${main} ran ${stage.devices[main].nodes} of ${total} nodes; ${
+    others.join("; ")
+  }` +
+    ` (ops the ${main} backend does not support run on another device)`;
+}
+
+/**
+ * Loads a projector for `model` (use `Model.loadProjector`). Checks the file (a language model,
+ * a non-vision file or a projector of another width is a typed error), picks and probes the
+ * encoder's device, loads it on a worker thread, encodes one blank image measuring where the
+ * encoder runs, and enforces `requireDevice`. Replaces the model's previous projector.
+ */
+export async function loadProjector(model: Model, name: string, options: ProjectorOptions = {}): Promise<Projector> {
+  const fetched = await fetchForLoad(name, options);
+  const path = fetched?.path ?? name;
+  const what = `Cannot load projector "${path}"`;
+  const internals = internalsOf(model);
+  if (internals.options.vocabOnly) {
+    throw new LoupeError("INVALID_ARGUMENT", `${what}: the model was loaded with vocabOnly`);
+  }
+  if (typeof path !== "string" || path === "") {
+    throw new LoupeError("INVALID_ARGUMENT", `${what}: the path must be a string`);
+  }
+  checkLoadOptions({ threads: options.threads }, what);
+  await validateProjectorFile(path, model.info.nEmbd);
+  const lib = await loadEngine();
+  const required = options.requireDevice ?? internals.options.requireDevice;
+  if (options.requireDevice) await assertDeviceAvailable(options.requireDevice);
+  if (options.device) await assertDeviceAvailable(options.device);
+  const devs = internals.devices;
+  const lmDevices = modelDevices(model);
+  const flashAttn = options.flashAttn ?? internals.options.flashAttn ?? "auto";
+  const timeline = new Timeline("projector");
+  if (fetched) addDownloadStage(timeline, fetched);
+  const t0 = performance.now();
+
+  // the encoder's device: the first candidate whose image path does not crash its driver
+  const warnings: string[] = [];
+  let device: string | undefined;
+  for (const cand of projectorDeviceCandidates(options, lmDevices, devs)) {
+    if (options.probe === false || !visionProbeInvolves(cand, lmDevices, devs)) {
+      device = cand;
+      break;
+    }
+    const probeOptions = typeof options.probe === "object" ? options.probe : {};
+    const verdict = await probeVisionDevice({ device: cand, modelDevices: lmDevices, flashAttn }, probeOptions);
+    if (verdict.ok) {
+      device = cand;
+      break;
+    }
+    const where = cand === "CPU" ? `the CPU (with the model on ${lmDevices.join(", ")})` : describeDevice(cand, devs);
+    warnings.push(
+      `${where} was skipped for images: ${verdict.reason}${verdict.fromCache ? " (remembered verdict)" : ""}`,
+    );
+  }
+  const skipped = warnings.join("; ");
+  if (device === undefined) {
+    throw new LoupeError(
+      "BACKEND_UNAVAILABLE",
+      `${what}: no device can run images with this model: ${skipped}; load the model with gpuLayers: 0 ` +
+        `(or another device) to use images`,
+    );
+  }
+  if (warnings.length && required && !deviceMatches(required, device, devs)) {
+    throw new LoupeError(
+      "BACKEND_UNAVAILABLE",
+      `${what}: requireDevice is "${required}" but the image encoder would run on ${device}: ${skipped}`,
+    );
+  }
+  for (const w of warnings) console.warn(`loupe: ${w}`);
+
+  const native = new NativeProjector(lib.api, internals.native, {
+    path,
+    gpu: device !== "CPU",
+    device: device === "CPU" ? null : device,
+    threads: options.threads ?? internals.options.threads ?? navigator.hardwareConcurrency,
+    flashAttn,
+    measure: options.measure ?? true,
+  });
+  const onAbort = () => native.cancel();
+  if (options.signal?.aborted) native.cancel();
+  options.signal?.addEventListener("abort", onAbort);
+  const watch = watchLoad(path, () => native.progress(), options);
+  let info: NativeProjectorInfo;
+  try {
+    await internals.serial(() => native.load());
+    await watch.done();
+    timeline.add({ name: "projector load", wallMs: performance.now() - t0, tokens: 0, graphs: 0, devices: {} });
+    if (options.warmup ?? true) await internals.serial(() => native.warmup());
+    info = native.info<NativeProjectorInfo>();
+  } catch (e) {
+    native.free();
+    const err = wrap(e, what);
+    await watch.fail(err.message);
+    if (err.code === "ABORTED") throw err;
+    const code = /mismatch between text model/.test(err.message) ? "WRONG_MODEL" : "LOAD_FAILED";
+    throw new LoupeError(code, err.message, { nativeMessage: err.nativeMessage, cause: e });
+  } finally {
+    options.signal?.removeEventListener("abort", onAbort);
+  }
+  const warm = info.stages["projector warm-up"];
+  if (warm) addNativeStage(timeline, "projector warm-up", warm);
+  for (const w of warnings) timeline.events.push({ atMs: 0, what: w, kind: "deviceSkipped" });
+  const mixed = timeline.stage("projector warm-up") && mixedPlacement(timeline.stage("projector warm-up")!);
+  if (mixed) {
+    timeline.events.push({ atMs: timeline.stage("projector load")!.wallMs, what: mixed, kind: "mixedPlacement" });
+    warnings.push(mixed);
+    console.warn(`loupe: ${mixed}`);
+  }
+  try {
+    checkPlacement(timeline, required, devs);
+  } catch (e) {
+    native.free();
+    throw e;
+  }
+  const { stages: _, ...rest } = info;
+  const projector = createProjector({
+    path,
+    native,
+    info: rest,
+    loadTimeline: timeline,
+    warnings,
+    requireDevice: required,
+  });
+  projectors.get(model)?.close();
+  projectors.set(model, projector);
+  projector.setRelease(internals.adopt(projector));
+  return displayable(projector);
+}
+
+/** The model's open projector, or a typed error. */
+function projectorOf(model: Model): Projector {
+  const p = projectors.get(model);
+  if (!p || p.closed) {
+    throw new LoupeError(
+      "INVALID_ARGUMENT",
+      `Cannot chat with images: no projector is loaded for "${model.path}" (a text-only model needs ` +
+        `its multimodal projector: call model.loadProjector("mmproj.gguf") first)`,
+    );
+  }
+  return p;
+}
+
+/** Splits messages into text messages with the media marker and the images, in order. */
+function flatten(messages: VisionMessage[], marker: string): { text: ChatMessage[]; images: ImageInput[] } {
+  const images: ImageInput[] = [];
+  const text: ChatMessage[] = [];
+  if (!Array.isArray(messages) || messages.length === 0) {
+    throw new LoupeError("INVALID_ARGUMENT", "Cannot chat: messages must be a non-empty array");
+  }
+  for (const [i, m] of messages.entries()) {
+    if (typeof m?.role !== "string") {
+      throw new LoupeError("INVALID_ARGUMENT", `Cannot chat: message ${i} needs a string role`);
+    }
+    if (typeof m.content === "string") {
+      if (m.content.includes(marker)) {
+        throw new LoupeError(
+          "INVALID_ARGUMENT",
+          `Cannot chat: message ${i} contains the media marker "${marker}" as text`,
+        );
+      }
+      text.push({ role: m.role, content: m.content });
+      continue;
+    }
+    if (!Array.isArray(m.content)) {
+      throw new LoupeError("INVALID_ARGUMENT", `Cannot chat: message ${i} needs string content or an array of parts`);
+    }
+    let content = "";
+    for (const [j, part] of m.content.entries()) {
+      const t = typeof part === "string"
+        ? part
+        : part && typeof (part as { text?: unknown }).text === "string"
+        ? (part as { text: string }).text
+        : undefined;
+      if (t !== undefined) {
+        if (t.includes(marker)) {
+          throw new LoupeError(
+            "INVALID_ARGUMENT",
+            `Cannot chat: part ${j} of message ${i} contains the media marker "${marker}" as text`,
+          );
+        }
+        content += t;
+      } else if (part && typeof part === "object" && "image" in part) {
+        images.push(checkImageInput(part.image, `part ${j} of message ${i}`));
+        content += marker;
+      } else {
+        throw new LoupeError(
+          "INVALID_ARGUMENT",
+          `Cannot chat: part ${j} of message ${i} is neither text nor { image }`,
+        );
+      }
+    }
+    text.push({ role: m.role, content });
+  }
+  return { text, images };
+}
+
+function checkImageInput(image: unknown, where: string): ImageInput {
+  if (typeof image === "string" && image !== "") return image;
+  if (image instanceof Uint8Array) return image;
+  if (image && typeof image === "object" && (image as RawImage).data instanceof Uint8Array) {
+    const { width, height } = image as RawImage;
+    if (!Number.isInteger(width) || !Number.isInteger(height) || width < 0 || height < 0) {
+      throw new LoupeError(
+        "INVALID_ARGUMENT",
+        `Cannot chat: the raw image in ${where} needs whole-number width and height`,
+      );
+    }
+    return image as RawImage;
+  }
+  throw new LoupeError(
+    "INVALID_ARGUMENT",
+    `Cannot chat: the image in ${where} must be a path, a Uint8Array of an encoded file or { data, width, height }`,
+  );
+}
+
+function imageLabel(image: ImageInput, i: number): string {
+  if (typeof image === "string") return `image ${i + 1} ("${image}")`;
+  if (image instanceof Uint8Array) return `image ${i + 1} (${image.length} bytes)`;
+  return `image ${i + 1} (raw ${image.width}x${image.height})`;
+}
+
+/** Decodes one image input with the engine's decoder; typed errors. */
+async function decodeImage(
+  api: Parameters<typeof NativeImage.fromRgb>[0],
+  image: ImageInput,
+  i: number,
+): Promise<NativeImage> {
+  const what = `Cannot read ${imageLabel(image, i)}`;
+  try {
+    if (typeof image === "string") {
+      let stat: Deno.FileInfo;
+      try {
+        stat = await Deno.stat(image);
+      } catch (e) {
+        throw new LoupeError(
+          "NOT_FOUND",
+          `${what}: ${e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message}`,
+        );
+      }
+      if (!stat.isFile) throw new LoupeError("NOT_A_FILE", `${what}: it is a directory, not a file`);
+      return await NativeImage.fromFile(api, image);
+    }
+    if (image instanceof Uint8Array) {
+      const copy = new Uint8Array(image.length); // an owned buffer for the worker thread
+      copy.set(image);
+      return await NativeImage.fromBytes(api, copy);
+    }
+    const copy = new Uint8Array(image.data.length);
+    copy.set(image.data);
+    return NativeImage.fromRgb(api, image.width, image.height, copy);
+  } catch (e) {
+    if (e instanceof LoupeError) throw e;
+    if (e instanceof NativeImageError) {
+      throw new LoupeError(CODE_OF_IMAGE_ERROR[e.kind] ?? "INVALID_ARGUMENT", `${what}: ${e.message}`, {
+        nativeMessage: e.message,
+        cause: e,
+      });
+    }
+    if (e instanceof NativeError) {
+      throw new LoupeError("INVALID_ARGUMENT", `${what}: ${e.message}`, { nativeMessage: e.message, cause: e });
+    }
+    throw wrap(e, what);
+  }
+}
+
+/**
+ * Chats with images (use `Model.chat` / `Model.streamChat` with parts): applies the model's
+ * chat template with the projector's media marker where the images are, decodes the images,
+ * evaluates the prompt (image preprocess, encode, decode into the model, text), then generates.
+ */
+export function visionChat(
+  model: Model,
+  messages: VisionMessage[],
+  options: GenerateOptions = {},
+  onPiece?: (piece: string) => void,
+): Promise<VisionResult> {
+  const step = onPiece ? STREAM_STEP : COLLECT_STEP;
+  let projector: Projector;
+  let prompt: string;
+  let images: ImageInput[];
+  let internals: ModelInternals;
+  try {
+    internals = internalsOf(model);
+    projector = projectorOf(model);
+    const flat = flatten(messages, projector.info.marker);
+    images = flat.images;
+    prompt = model.applyChatTemplate(flat.text);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  let sampling: ReturnType<typeof samplingParams>;
+  try {
+    sampling = samplingParams(options);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  const run = internals.serial(async () => {
+    const native = nativeOf(projector);
+    const lib = await loadEngine();
+    const ctx = internals.context();
+    const devs = internals.devices;
+    const requiredLm = options.requireDevice ?? internals.options.requireDevice;
+    const requiredEncoder = options.requireDevice ?? projector.requireDevice;
+    const timeline = new Timeline("chat");
+    const warnings = [...projector.warnings];
+    const check = (tl: Timeline) => {
+      for (const s of tl.stages) {
+        const req = s.name === "image encode" || s.name === "image preprocess" ? requiredEncoder : requiredLm;
+        const one = new Timeline(tl.kind);
+        one.stages.push(s);
+        checkPlacement(one, req, devs);
+      }
+    };
+    const decoded: NativeImage[] = [];
+    const onAbort = () => ctx.genAbort();
+    options.signal?.addEventListener("abort", onAbort);
+    try {
+      for (const [i, img] of images.entries()) decoded.push(await decodeImage(lib.api, img, i));
+      if (options.signal?.aborted) return aborted(timeline, warnings);
+      try {
+        await native.prefill(ctx, prompt, decoded, {
+          addSpecial: options.addSpecial ?? true,
+          parseSpecial: options.parseSpecial ?? true,
+        });
+      } catch (e) {
+        const err = wrap(e, "Cannot evaluate the prompt with images");
+        if (err.code !== "ABORTED") throw err;
+        // what ran before the abort; an image encode it cut short counts the nodes that ran
+        addPrefillStages(timeline, native.output<Partial<PrefillOutput>>(), true);
+        return aborted(timeline, warnings);
+      }
+      const pre = native.output<PrefillOutput>();
+      addPrefillStages(timeline, pre);
+      const encodeStage = timeline.stage("image encode");
+      const mixed = encodeStage && mixedPlacement(encodeStage);
+      if (mixed) warnings.push(mixed);
+      check(timeline);
+      if (options.signal?.aborted) return aborted(timeline, warnings, pre);
+      try {
+        native.genBegin(ctx, sampling);
+      } catch (e) {
+        throw wrap(e, "Cannot generate");
+      }
+      if (options.signal?.aborted) ctx.genAbort();
+      const run = await runSteps<StepOutput>(ctx, {
+        step,
+        onPiece,
+        each: requiredLm
+          ? (out) => checkPlacement(addGenerationStages(new Timeline("chat"), out.stages), requiredLm, devs)
+          : undefined,
+      });
+      addGenerationStages(timeline, run.last.stages);
+      return finish(timeline, warnings, pre, {
+        text: run.text,
+        tokens: run.tokens,
+        stopReason: run.last.stopReason ?? "maxTokens",
+      });
+    } finally {
+      options.signal?.removeEventListener("abort", onAbort);
+      for (const img of decoded) img.free();
+    }
+  });
+  return trackOn(projector, run);
+
+  function finish(
+    timeline: Timeline,
+    warnings: string[],
+    pre: PrefillOutput | null,
+    gen: { text: string; tokens: number[]; stopReason: StopReason },
+  ): VisionResult {
+    timeline.memory = model.info.memory;
+    const start = timeline.stage("image preprocess")?.startMs ?? 0;
+    for (const w of warnings) timeline.events.push({ atMs: start, what: w, kind: "vision" });
+    return displayable({
+      ...gen,
+      promptTokens: pre?.textTokens ?? [],
+      timeline,
+      imageTokens: pre?.imageTokens ?? 0,
+      images: pre?.images ?? [],
+      warnings,
+    });
+  }
+
+  function aborted(timeline: Timeline, warnings: string[], pre: PrefillOutput | null = null): VisionResult {
+    return finish(timeline, warnings, pre, { text: "", tokens: [], stopReason: "aborted" });
+  }
+}
+
+/** The prompt's stages of a prefill output, in order: image preprocess, encode, decode, prompt. */
+function addPrefillStages(timeline: Timeline, pre: Partial<PrefillOutput>, onlyRun = false): void {
+  for (const name of ["image preprocess", "image encode", "image decode", "prompt"]) {
+    const stage = pre.stages?.[name];
+    if (stage && (!onlyRun || stage.wallUs > 0)) addNativeStage(timeline, name, stage);
+  }
+}
