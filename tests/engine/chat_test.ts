@@ -184,3 +184,17 @@ Deno.test("a model without a template falls back to chatml with a warning", asyn
   assert(r.warnings?.some((w) => w.includes("chatml")), JSON.stringify(r.warnings));
   assert(model.applyChatTemplate([{ role: "user", content: "hi" }]).startsWith("<|im_start|>user\nhi<|im_end|>"));
 });
+
+Deno.test("a chat template whose special tokens the vocabulary lacks is a clear error", async () => {
+  // the tiny fixture: a chatml template on the llama SPM vocabulary, which has no <|im_start|>
+  await using model = await loadModel(await fixture("tiny"));
+  assertEquals(model.tokenize("<|im_start|>", { addSpecial: false, parseSpecial: true }).length > 1, true);
+  const e = await assertRejects(
+    () => model.chat([{ role: "user", content: "hi" }], { jsonSchema: SCHEMA, maxTokens: 4 }),
+    LoupeError,
+  );
+  assertEquals(e.code, "INVALID_ARGUMENT");
+  assert(/lacks the chat template's special tokens/.test(e.message), e.message);
+  // the model still works
+  assertEquals((await model.generate("Hi", { maxTokens: 2, temperature: 0 })).tokens.length, 2);
+});
