@@ -364,7 +364,14 @@ export async function cudaEnvironment(shimDir: string): Promise<{ env: Record<st
   }
   const ldconfig = await tryRun("/sbin/ldconfig", ["-p"]) ?? "";
   if (!driverLib && !/\blibcuda\.so\s/.test(ldconfig)) {
-    const so1 = ldconfig.match(/\blibcuda\.so\.1\s.*=>\s*(\S+)/)?.[1];
+    let so1 = ldconfig.match(/\blibcuda\.so\.1\s.*=>\s*(\S+)/)?.[1];
+    // a driver mounted into a container may sit outside the loader's cache
+    for (const d of ["/usr/local/nvidia/lib64", "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/local/cuda/compat"]) {
+      if (!so1 && await exists(join(d, "libcuda.so.1"))) {
+        so1 = join(d, "libcuda.so.1");
+        ldPaths.push(d);
+      }
+    }
     if (so1) {
       await Deno.remove(join(shimDir, "libcuda.so")).catch(() => {});
       await Deno.symlink(so1, join(shimDir, "libcuda.so"));
@@ -755,7 +762,9 @@ export function figures(state: CheckState): Figure[] {
       where(tg),
     );
     overhead(
-      "measuring overhead, all layers offloaded (median of paired rounds, end to end)",
+      `measuring overhead, ${
+        state.mode === "cpu-only" ? "CPU" : "all layers offloaded"
+      } (median of paired rounds, end to end)`,
       tg.paired.measureOnOffE2e,
       where(tg),
     );
@@ -763,7 +772,9 @@ export function figures(state: CheckState): Figure[] {
   const half = res("bench-half");
   if (half) {
     overhead(
-      "measuring overhead, half of the layers offloaded (median of paired rounds, end to end)",
+      `measuring overhead, ${
+        state.mode === "cpu-only" ? "CPU, half the layers asked for a GPU there is not" : "half of the layers offloaded"
+      } (median of paired rounds, end to end)`,
       half.paired.measureOnOffE2e,
       where(half),
     );
@@ -798,6 +809,12 @@ async function writeReport(ctx: Ctx): Promise<void> {
   md.push(`# loupe GPU kit report (${ctx.state.mode})`, "");
   md.push(`- written ${json.writtenAt}; archive sha256 ${ctx.state.archiveSha256.slice(0, 16)}…; ${ctx.manifest.deno}`);
   md.push(`- machine: ${m.cores} cores; GPUs: ${JSON.stringify(m.gpus ?? "none")}; ${m.gxx ?? ""}; ${m.cmake ?? ""}`);
+  if (ctx.state.mode === "cpu-only") {
+    md.push(
+      "- a rehearsal (--cpu-only): every step on the CPU build, offline; its figures show that the steps run and " +
+        "report, not the targets (those are for the GPU), and on a shared machine they are disturbed",
+    );
+  }
   md.push(
     "",
     "## Steps",
