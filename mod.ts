@@ -67,6 +67,8 @@ export {
   type SessionResult,
 } from "./src/session/session.ts";
 export {
+  type AudioInput,
+  type AudioPart,
   type ContentPart,
   type ImageInput,
   type ImagePart,

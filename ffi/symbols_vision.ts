@@ -39,6 +39,18 @@ export const visionSymbols = {
     result: "pointer",
     nonblocking: true,
   },
+  // loupe_image * loupe_audio_from_bytes(loupe_projector * proj, const uint8_t * data, size_t len, char * err, int32_t err_cap)
+  loupe_audio_from_bytes: {
+    parameters: [
+      "pointer", /* loupe_projector * proj */
+      "buffer", /* const uint8_t * data */
+      "usize", /* size_t len */
+      "buffer", /* char * err */
+      "i32", /* int32_t err_cap */
+    ],
+    result: "pointer",
+    nonblocking: true,
+  },
   // loupe_image * loupe_image_from_file(const char * path, char * err, int32_t err_cap)
   loupe_image_from_file: {
     parameters: ["buffer", /* const char * path */ "buffer", /* char * err */ "i32" /* int32_t err_cap */],

@@ -10,7 +10,7 @@ import { Status } from "./model.ts";
 import { cstr, lastError, type NativeApi, NativeError, readCString, readJson, takeJson } from "./util.ts";
 
 /** Why an image could not be made: the prefix of the native message. */
-export type ImageErrorKind = "format" | "size" | "corrupt" | "file" | "invalid";
+export type ImageErrorKind = "format" | "size" | "corrupt" | "file" | "unsupported" | "state" | "invalid";
 
 /** An image the native side refused, with the kind of problem. */
 export class NativeImageError extends NativeError {
@@ -18,7 +18,7 @@ export class NativeImageError extends NativeError {
   readonly kind: ImageErrorKind;
   /** Creates the error from a native message "<kind>: <detail>". */
   constructor(message: string) {
-    const m = message.match(/^(format|size|corrupt|file): (.*)$/s);
+    const m = message.match(/^(format|size|corrupt|file|unsupported|state): (.*)$/s);
     super(Status.INVALID, m ? m[2] : message);
     this.name = "NativeImageError";
     this.kind = m ? m[1] as ImageErrorKind : "invalid";
@@ -75,6 +75,18 @@ export class NativeImage {
     return new NativeImage(api, ptr);
   }
 
+  /** Decodes an audio clip (WAV, MP3, FLAC) at the projector's sample rate on a worker thread. */
+  static async audioFromBytes(
+    api: NativeApi,
+    projector: NativeProjector,
+    data: Uint8Array<ArrayBuffer>,
+  ): Promise<NativeImage> {
+    const err = new Uint8Array(1024);
+    const ptr = await api.loupe_audio_from_bytes(projector.pointer(), data, BigInt(data.length), err, err.length);
+    if (ptr === null) throw new NativeImageError(errorText(err));
+    return new NativeImage(api, ptr);
+  }
+
   /** Reads and decodes an image file on a worker thread. */
   static async fromFile(api: NativeApi, path: string): Promise<NativeImage> {
     const err = new Uint8Array(1024);
@@ -96,8 +108,8 @@ export class NativeImage {
     return this.#ptr;
   }
 
-  /** {width, height, decodeUs, format}. */
-  info(): { width: number; height: number; decodeUs: number; format: string } {
+  /** {width, height, decodeUs, format, audio} (a clip's width is its samples). */
+  info(): { width: number; height: number; decodeUs: number; format: string; audio: boolean } {
     return takeJson(this.#api, this.#api.loupe_image_info(this.pointer()));
   }
 
@@ -126,6 +138,11 @@ export class NativeProjector {
   #handle(): Deno.PointerObject {
     if (this.#ptr === null) throw new NativeError(Status.STATE, "the native projector was freed");
     return this.#ptr;
+  }
+
+  /** The raw handle, for decoding audio at its sample rate (throws once freed). */
+  pointer(): Deno.PointerObject {
+    return this.#handle();
   }
 
   #check(rc: number): number {

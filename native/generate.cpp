@@ -226,8 +226,86 @@ llama_context * init_context(llama_model * model, const llama_context_params & c
     return ctx;
 }
 
+int32_t pos_of_cell(const loupe_ctx * c, int32_t cell) {
+    int32_t pos = cell;
+    for (const auto & m : c->media) {
+        if (m.start >= cell) {
+            break;
+        }
+        pos -= (std::min(m.end, cell) - m.start) - (cell >= m.end ? m.n_pos : 0);
+    }
+    return pos;
+}
+
+bool positions_are_cells(const loupe_ctx * c) {
+    for (const auto & m : c->media) {
+        if (m.n_pos != m.end - m.start) {
+            return false;
+        }
+    }
+    return true;
+}
+
+void clear_cache(loupe_ctx * c) {
+    c->n_past = 0;
+    c->history.clear();
+    c->media.clear();
+    c->atomic.clear();
+    c->turn_starts.clear();
+    c->shift_unsettled = false;
+    llama_memory_clear(llama_get_memory(c->ctx), false);  // cells only: zeroing the buffers costs ~1 ms per 10 MiB
+}
+
+int32_t keep_cells(loupe_ctx * c, int32_t n_keep) {
+    n_keep = std::max(0, std::min(n_keep, n_cells(c)));
+    for (const auto & m : c->media) {
+        if (m.start < n_keep && n_keep < m.end) {
+            n_keep = m.start;  // never half an image
+        }
+    }
+    if (n_keep == n_cells(c)) {
+        return n_keep;
+    }
+    const int32_t pos = pos_of_cell(c, n_keep);
+    if (!llama_memory_seq_rm(llama_get_memory(c->ctx), 0, pos, -1)) {
+        clear_cache(c);  // a memory that cannot drop a part (recurrent): start over
+        llama_memory_clear(llama_get_memory(c->ctx), true);
+        return -1;
+    }
+    c->history.resize((size_t) n_keep);
+    while (!c->media.empty() && c->media.back().start >= n_keep) {
+        c->media.pop_back();
+    }
+    std::vector<std::pair<int32_t, int32_t>> spans;
+    for (const auto & a : c->atomic) {
+        if (a.second <= n_keep) {
+            spans.push_back(a);
+        }
+    }
+    c->atomic.swap(spans);
+    c->n_past = pos;
+    return n_keep;
+}
+
 int32_t decode_tokens(loupe_ctx * c, llama_token * tokens, int32_t n, stage_stats & stage) {
-    llama_batch batch = llama_batch_get_one(tokens, n);
+    if (n > c->batch_cap) {
+        if (c->batch_cap > 0) {
+            llama_batch_free(c->batch);
+        }
+        c->batch_cap = std::max(n, (int32_t) llama_n_batch(c->ctx));
+        c->batch = llama_batch_init(c->batch_cap, 0, 1);
+    }
+    // explicit positions, as mtmd's helper places text: after media under M-RoPE the next
+    // position is not the cache's last position plus one
+    llama_batch & batch = c->batch;
+    batch.n_tokens = n;
+    for (int32_t i = 0; i < n; i++) {
+        batch.token[i] = tokens[i];
+        batch.pos[i] = c->n_past + i;
+        batch.n_seq_id[i] = 1;
+        batch.seq_id[i][0] = 0;
+        batch.logits[i] = i == n - 1;
+    }
     c->cur_stage = &stage;
     int64_t t0 = now_us();
     int32_t rc;
@@ -353,6 +431,9 @@ loupe_ctx::~loupe_ctx() {
     if (sampler) {
         llama_sampler_free(sampler);
     }
+    if (batch_cap > 0) {
+        llama_batch_free(batch);
+    }
     if (ctx) {
         llama_detach_threadpool(ctx);
         llama_free(ctx);
@@ -419,14 +500,9 @@ int32_t loupe_ctx_gen_begin(loupe_ctx * c, const char * params_json, const int32
         }
         begin_generation(c, p, tokens, n_tokens);
         // a fresh KV cache every call: no reuse, no shift (sessions use loupe_ctx_session_begin)
-        c->n_past = 0;
-        c->history.clear();
+        clear_cache(c);
         c->shift_enabled = false;
-        c->shift_unsettled = false;
         c->n_keep = 0;
-        c->turn_starts.clear();
-        c->atomic.clear();
-        llama_memory_clear(llama_get_memory(c->ctx), false);  // cells only: zeroing the buffers costs ~1 ms per 10 MiB
         return LOUPE_OK;
     });
 }
@@ -450,7 +526,7 @@ int32_t loupe_ctx_gen_step(loupe_ctx * c, int32_t budget_ms, int32_t max_step_to
         // a session's prompt that does not fit: shift first (whole turns where possible)
         if (c->shift_enabled && c->prompt_done < c->prompt.size()) {
             int32_t rest = (int32_t) (c->prompt.size() - c->prompt_done);
-            if (c->n_past + rest > n_ctx - 1) {
+            if (n_cells(c) + rest > n_ctx - 1) {
                 int32_t rc = shift_context(c, rest, n_ctx - 1);
                 if (rc != LOUPE_OK) {
                     c->active = false;
@@ -489,13 +565,13 @@ int32_t loupe_ctx_gen_step(loupe_ctx * c, int32_t budget_ms, int32_t max_step_to
             if (c->pending >= 0) {
                 // decode the token sampled last time, unless the context is full; a session
                 // shifts instead, at the point llama.cpp's tools/completion does (position n_ctx - 1)
-                if (c->shift_enabled && c->n_past + 1 >= n_ctx) {
+                if (c->shift_enabled && n_cells(c) + 1 >= n_ctx) {
                     if (shift_context(c, 1, n_ctx - 1) != LOUPE_OK) {
                         finish(c, "contextFull");
                         break;
                     }
                 }
-                if (c->n_past >= n_ctx) {
+                if (n_cells(c) >= n_ctx) {
                     finish(c, "contextFull");
                     break;
                 }
@@ -575,7 +651,8 @@ const char * loupe_ctx_gen_output(loupe_ctx * c) {
                      { "tokens", c->new_tokens },
                      { "done", c->done },
                      { "stopReason", c->done ? json(c->stop_reason) : json(nullptr) },
-                     { "nPast", c->n_past },
+                     { "nPast", n_cells(c) },
+                     { "nPos", c->n_past },
                      { "nGenerated", c->n_generated },
                      { "pending", c->pending >= 0 ? json(c->pending) : json(nullptr) },
                      { "reused", c->reused },

@@ -64,7 +64,7 @@
 extern "C" {
 #endif
 
-#define LOUPE_ABI_VERSION 3
+#define LOUPE_ABI_VERSION 4
 
 #define LOUPE_OK              0
 #define LOUPE_ERR_INVALID    -1  // bad argument or parameter JSON

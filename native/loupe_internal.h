@@ -154,6 +154,20 @@ llama_context * init_context(llama_model * model, const llama_context_params & c
 
 }  // namespace loupe
 
+namespace loupe {
+
+// An image's (or an audio clip's) cells in the KV cache: [start, end) cells, at `n_pos`
+// positions (fewer than its cells under M-RoPE, where a whole image shares one temporal
+// position), and a key that identifies its contents (prefix reuse compares keys).
+struct media_span {
+    int32_t     start = 0;
+    int32_t     end   = 0;
+    int32_t     n_pos = 0;
+    std::string key;
+};
+
+}  // namespace loupe
+
 // ---- handles -----------------------------------------------------------------------------
 
 struct loupe_ctx : loupe::error_holder, loupe::measured {
@@ -162,7 +176,12 @@ struct loupe_ctx : loupe::error_holder, loupe::measured {
     llama_context * ctx = nullptr;
     std::map<std::string, loupe::stage_stats> stages;
     std::atomic<bool> abort{ false };
+    // The next position to evaluate at. Equal to the cells in the cache (history.size()) except
+    // after media under M-RoPE, whose tokens take fewer positions than cells: capacity is counted
+    // in cells, positions only place tokens.
     int32_t n_past = 0;
+    llama_batch batch{};        // reused by decode_tokens (explicit positions)
+    int32_t     batch_cap = 0;  // its capacity in tokens
 
     // generation state
     llama_sampler * sampler = nullptr;
@@ -187,7 +206,8 @@ struct loupe_ctx : loupe::error_holder, loupe::measured {
     std::string output;
 
     // sessions (native/session.cpp): what the KV cache holds, prefix reuse and context shift
-    std::vector<llama_token> history;             // tokens in the KV cache, by position
+    std::vector<llama_token> history;             // tokens in the KV cache, cell by cell (-1: a media cell)
+    std::vector<loupe::media_span> media;         // media in the cache, in order (their cells hold -1)
     bool shift_enabled = false;                   // shift instead of stopping with contextFull
     bool shift_unsettled = false;                 // a shift whose K-rotation has not run yet
     int32_t n_keep = 0;                           // tokens a shift never drops
@@ -219,8 +239,29 @@ namespace loupe {
 // Returns nullptr with the reason in `err`.
 loupe_ctx * make_context(loupe_model * m, const json & p, std::string & err);
 
-// Decodes `n` tokens at the context's current position, measuring into `stage`.
+// Decodes `n` tokens at the context's current position (explicit positions n_past, n_past + 1,
+// ...), measuring into `stage`.
 int32_t decode_tokens(loupe_ctx * c, llama_token * tokens, int32_t n, stage_stats & stage);
+
+// Cells of the KV cache in use (history.size()).
+inline int32_t n_cells(const loupe_ctx * c) {
+    return (int32_t) c->history.size();
+}
+
+// The position of cell `cell` (a text cell, or the first cell of a media span, or n_cells):
+// cells minus what the media before it save by taking fewer positions than cells.
+int32_t pos_of_cell(const loupe_ctx * c, int32_t cell);
+
+// Whether every cell has its own position (no M-RoPE media in the cache): a shift needs it.
+bool positions_are_cells(const loupe_ctx * c);
+
+// Empties the KV cache and everything that describes it (history, media, spans, turns).
+void clear_cache(loupe_ctx * c);
+
+// Keeps the first `n_keep` cells of the cache and drops the rest (a cut inside a media span moves
+// to its start). Returns the cells kept, or -1 when the memory cannot drop a part (then it is
+// cleared: a recurrent model's memory starts over).
+int32_t keep_cells(loupe_ctx * c, int32_t n_keep);
 
 // Sets up sampling and the generation state from gen_begin parameters (both begin calls).
 void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int32_t n_tokens);

@@ -13,6 +13,9 @@ extern "C" {
 // file header, before any pixel memory is allocated.
 #define LOUPE_IMAGE_MAX_SIDE   16384
 #define LOUPE_IMAGE_MAX_PIXELS (64 * 1024 * 1024)
+// Largest encoded audio file and longest clip loupe decodes.
+#define LOUPE_AUDIO_MAX_BYTES   (64 * 1024 * 1024)
+#define LOUPE_AUDIO_MAX_SECONDS 3600
 
 typedef struct loupe_projector loupe_projector;
 typedef struct loupe_image     loupe_image;
@@ -43,7 +46,8 @@ LOUPE_API int32_t loupe_projector_warmup(loupe_projector * proj);
 LOUPE_API const char * loupe_projector_error(const loupe_projector * proj);
 
 // JSON after load: {projectorType, device, gpu, marker, nEmbd, imageSize, patchSize,
-// vision, audio, loadUs, stages: {<name>: stage}}. Owned by the handle.
+// vision, audio, audioSampleRate, mrope, nonCausal, tiles, loadUs, stages: {<name>: stage}}.
+// Owned by the handle.
 LOUPE_API const char * loupe_projector_info(loupe_projector * proj);
 
 LOUPE_API void loupe_projector_free(loupe_projector * proj);
@@ -63,36 +67,53 @@ LOUPE_API loupe_image * loupe_image_from_file(const char * path, char * err, int
 // width * height * 3. Returns NULL on bad sizes (see loupe_last_error).
 LOUPE_API loupe_image * loupe_image_from_rgb(uint32_t width, uint32_t height, const uint8_t * rgb, size_t len);
 
-// JSON {width, height, decodeUs, format}. Returns NULL for NULL.
+// Decodes an audio clip (WAV, MP3 or FLAC, by the engine's own decoder, miniaudio) at the
+// projector's sample rate into a medium that prompts take like an image (loupe_image). The
+// projector must have an audio encoder. nonblocking.
+// Returns NULL on failure with the reason in `err`, prefixed by a code: "format: ", "size: ",
+// "corrupt: ", "unsupported: " (no audio encoder) or "state: ".
+LOUPE_API loupe_image * loupe_audio_from_bytes(loupe_projector * proj, const uint8_t * data, size_t len, char * err,
+                                               int32_t err_cap);
+
+// JSON {width, height, decodeUs, format, audio} (an audio clip: width is its samples, height 1).
+// Returns NULL for NULL.
 LOUPE_API char * loupe_image_info(const loupe_image * image);
 
 LOUPE_API void loupe_image_free(loupe_image * image);
 
 // ---- multimodal prompts --------------------------------------------------------------
 
-// Evaluates a prompt with images into `ctx` (whose model must be the projector's): the KV
-// cache is cleared, `prompt` is split at the projector's media marker (one per image, in
-// order), text is tokenized (params_json: {addSpecial, parseSpecial}), each image is
+// Evaluates a prompt with images (or audio clips) into `ctx` (whose model must be the
+// projector's): `prompt` is split at the projector's media marker (one per medium, in order),
+// text is tokenized (params_json: {addSpecial, parseSpecial, reuse}), each medium is
 // preprocessed, encoded and its embeddings decoded into the context; text between them is
-// decoded in batches. Stages: "image preprocess", "image encode", "image decode", "prompt".
-// Afterwards the KV cache holds the whole prompt and the last logits are ready for
-// loupe_ctx_vision_gen_begin. The context's token history (loupe_session.h) holds -1 at image
-// positions, and each image is an atomic span. The prompt must end with text; a prompt that
-// does not fit the context is refused before anything is evaluated (an image's tokens are
-// never cut). nonblocking.
+// decoded in batches, at explicit positions that follow each medium's n_pos (M-RoPE models place
+// an image's tokens at fewer positions than cells). Stages: "image preprocess" (or "audio
+// preprocess"), "image encode", "audio encode", "image decode", "audio decode", "prompt".
+// Without `reuse` the KV cache is cleared first; with it (a session) the longest common prefix
+// of cells is kept, media compared by a hash of their contents, and only the rest is evaluated:
+// a kept medium is not encoded again. Afterwards the KV cache holds the whole prompt and the last
+// logits are ready for loupe_ctx_vision_gen_begin. The context's history (loupe_session.h) holds
+// -1 at a medium's cells, and each medium is an atomic span. The prompt must end with text; a
+// prompt whose cells do not fit the context is refused before anything is evaluated (a medium's
+// tokens are never cut). nonblocking.
 // Returns LOUPE_OK or an error (message in loupe_projector_error); result in
 // loupe_projector_output.
 LOUPE_API int32_t loupe_ctx_vision_prefill(loupe_ctx * ctx, loupe_projector * proj, const char * prompt,
                                            loupe_image * const * images, int32_t n_images, const char * params_json);
 
 // Starts generating from the prompt the last loupe_ctx_vision_prefill left in `ctx`, with the
-// options of loupe_ctx_gen_begin (and no new tokens). Continue with loupe_ctx_gen_step and
+// options of loupe_ctx_gen_begin (and no new tokens), plus a session's {contextShift, nKeep}
+// (a shift never cuts a medium; under M-RoPE it cannot move positions and stops with
+// contextFull). Continue with loupe_ctx_gen_step and
 // loupe_ctx_gen_output. Returns LOUPE_OK, or LOUPE_ERR_STATE when the context no longer holds that
 // prompt (message in loupe_projector_error).
 LOUPE_API int32_t loupe_ctx_vision_gen_begin(loupe_ctx * ctx, loupe_projector * proj, const char * params_json);
 
-// What the last loupe_ctx_vision_prefill did: {nPast, textTokens: [ids], imageTokens, chunks:
-// [{type: "text"|"image", tokens}], images: [{width, height}], stages: {<name>: stage}}. After
+// What the last loupe_ctx_vision_prefill did: {nPast (cells), nPos (next position), reused
+// (cells kept), textTokens: [ids], imageTokens, audioTokens (cells), positions, chunks:
+// [{type: "text"|"image"|"audio", tokens, positions}], images: [{width, height}], stages:
+// {<name>: stage}}. After
 // LOUPE_ERR_ABORTED: {aborted: true, stages} with what ran before the abort (an abort during an
 // image encode cuts its graph short: the encode stage then counts the nodes that ran). "{}" after
 // other errors. Owned by the projector.

@@ -140,7 +140,7 @@ int32_t check_tokens(loupe_ctx * c, const int32_t * tokens, int32_t n) {
 }  // namespace
 
 int32_t shift_context(loupe_ctx * c, int32_t pending, int32_t limit) {
-    const int32_t h = c->n_past;
+    const int32_t h = n_cells(c);
     const int32_t len = h + pending;
     const int32_t keep = std::min(c->n_keep, len - 1);
     // generation drops half of what follows the head, as llama.cpp's tools/completion; a prompt
@@ -154,6 +154,12 @@ int32_t shift_context(loupe_ctx * c, int32_t pending, int32_t limit) {
                               { "atUs", now_us() - c->begin_us } });
         return c->set_error(LOUPE_ERR_CONTEXT, "cannot shift the context: " + reason);
     };
+    if (!positions_are_cells(c)) {
+        // M-RoPE: an image's tokens share positions, and the engine cannot move them
+        // (llama_memory_can_shift is false for such models)
+        return fail_shift("this model places an image's tokens at fewer positions than cells (M-RoPE), and its "
+                          "positions cannot be moved");
+    }
     if (!plan_cut(c, keep, len, d_min, d_req, plan, why)) {
         return fail_shift(why);
     }
@@ -190,6 +196,17 @@ int32_t shift_context(loupe_ctx * c, int32_t pending, int32_t limit) {
         }
     }
     c->atomic.swap(spans);
+    std::vector<media_span> media;
+    for (media_span m : c->media) {
+        if (m.start < keep) {
+            media.push_back(m);
+        } else if (m.start >= p) {
+            m.start -= p - keep;
+            m.end -= p - keep;
+            media.push_back(m);
+        }
+    }
+    c->media.swap(media);
     c->events.push_back({ { "kind", "contextShift" },
                           { "position", keep },
                           { "dropped", p - keep },
@@ -219,7 +236,22 @@ int32_t loupe_ctx_session_begin(loupe_ctx * c, const char * params_json, const i
     return guarded(c, [&]() -> int32_t {
         json p = json::parse(params_json ? params_json : "{}");
         const int32_t n_ctx = (int32_t) llama_n_ctx(c->ctx);
-        int32_t rc = check_tokens(c, tokens, n_tokens);
+        // media cells (-1) can only be kept from the cache, never evaluated from ids
+        int32_t n_media_prefix = 0;
+        for (const auto & m : c->media) {
+            bool same = m.end <= n_tokens;
+            for (int32_t i = m.start; same && i < m.end; i++) {
+                same = tokens[i] == -1;
+            }
+            for (int32_t i = n_media_prefix; same && i < m.start; i++) {
+                same = tokens[i] == c->history[i];
+            }
+            if (!same) {
+                break;
+            }
+            n_media_prefix = m.end;
+        }
+        int32_t rc = check_tokens(c, tokens + n_media_prefix, n_tokens - n_media_prefix);
         if (rc != LOUPE_OK) {
             return rc;
         }
@@ -277,20 +309,24 @@ int32_t loupe_ctx_session_begin(loupe_ctx * c, const char * params_json, const i
 
         // prefix reuse: keep the longest common prefix, evaluate at least the last token
         int32_t n_common = 0;
-        const int32_t n_hist = (int32_t) c->history.size();
+        const int32_t n_hist = n_cells(c);
         while (n_common < n_hist && n_common < n_tokens && c->history[n_common] == tokens[n_common]) {
             n_common++;
         }
-        n_common = std::min(n_common, n_tokens - 1);
-        llama_memory_t mem = llama_get_memory(c->ctx);
-        if (n_common < n_hist) {
-            if (!llama_memory_seq_rm(mem, 0, n_common, -1)) {
-                n_common = 0;  // a memory that cannot drop a part (recurrent): start over
-                llama_memory_clear(mem, true);
-            }
-            c->history.resize(n_common);
+        n_common = std::max(std::min(n_common, n_tokens - 1), 0);
+        n_common = keep_cells(c, n_common);  // a cut inside an image moves to its start
+        if (n_common < 0) {
+            n_common = 0;
         }
-        c->n_past = n_common;
+        if (n_common < n_media_prefix) {
+            return c->set_error(LOUPE_ERR_INVALID, "the prompt reuses an image the cache no longer holds");
+        }
+        // the reused media's spans stay (the caller's atomic spans describe the rest)
+        for (const auto & m : c->media) {
+            spans.push_back({ m.start, m.end });
+        }
+        std::sort(spans.begin(), spans.end());
+        spans.erase(std::unique(spans.begin(), spans.end()), spans.end());
 
         begin_generation(c, p, tokens + n_common, n_tokens - n_common);
         c->reused = n_common;
@@ -373,7 +409,7 @@ int32_t loupe_ctx_save(loupe_ctx * c, const char * path, const char * meta_json)
         if (c->shift_unsettled && !c->history.empty()) {
             // The K-rotation of a shift runs at the next decode, and a state file does not carry
             // it: evaluate the last token again (same position, same result) to apply it.
-            llama_token last = c->history.back();
+            llama_token last = c->history.back();  // a text token: a shift needs positions_are_cells
             llama_memory_seq_rm(llama_get_memory(c->ctx), 0, c->n_past - 1, -1);
             c->history.pop_back();
             c->n_past -= 1;
@@ -384,6 +420,10 @@ int32_t loupe_ctx_save(loupe_ctx * c, const char * path, const char * meta_json)
             }
         }
         json turns = c->turn_starts;
+        json media = json::array();
+        for (const auto & m : c->media) {
+            media.push_back({ { "start", m.start }, { "end", m.end }, { "nPos", m.n_pos }, { "key", m.key } });
+        }
         json spans = json::array();
         for (const auto & [s, e] : c->atomic) {
             spans.push_back({ s, e });
@@ -395,7 +435,9 @@ int32_t loupe_ctx_save(loupe_ctx * c, const char * path, const char * meta_json)
                         { "nKeep", c->n_keep },
                         { "contextShift", c->shift_enabled },
                         { "turns", turns },
-                        { "atomic", spans } };
+                        { "atomic", spans },
+                        { "nPos", c->n_past },
+                        { "media", media } };
         std::string header = json{ { "native", native }, { "meta", meta } }.dump();
         std::vector<uint8_t> state(llama_state_get_size(c->ctx));
         size_t written = llama_state_get_data(c->ctx, state.data(), state.size());
@@ -482,9 +524,31 @@ char * loupe_ctx_load(loupe_ctx * c, const char * path) {
                                                        std::to_string(n_ctx));
         }
         std::vector<llama_token> history = native.at("history").get<std::vector<llama_token>>();
-        int32_t rc = check_tokens(c, history.data(), (int32_t) history.size());
-        if (rc != LOUPE_OK || (int32_t) history.size() >= n_ctx) {
+        if ((int32_t) history.size() >= n_ctx) {
             return c->set_error(LOUPE_ERR_INVALID, "the session file's token list is invalid");
+        }
+        // media spans: in order, inside the history, holding -1 and nothing else does
+        std::vector<media_span> media;
+        int32_t n_pos = (int32_t) history.size();
+        std::vector<bool> in_media(history.size(), false);
+        for (const auto & m : native.value("media", json::array())) {
+            media_span s{ m.at("start").get<int32_t>(), m.at("end").get<int32_t>(), m.at("nPos").get<int32_t>(),
+                          m.at("key").get<std::string>() };
+            if (s.start < (media.empty() ? 0 : media.back().end) || s.end <= s.start ||
+                s.end > (int32_t) history.size() || s.n_pos < 1 || s.n_pos > s.end - s.start) {
+                return c->set_error(LOUPE_ERR_INVALID, "the session file's media list is invalid");
+            }
+            n_pos -= (s.end - s.start) - s.n_pos;
+            for (int32_t i = s.start; i < s.end; i++) {
+                in_media[(size_t) i] = true;
+            }
+            media.push_back(s);
+        }
+        for (size_t i = 0; i < history.size(); i++) {
+            const bool ok = in_media[i] ? history[i] == -1 : check_tokens(c, &history[i], 1) == LOUPE_OK;
+            if (!ok) {
+                return c->set_error(LOUPE_ERR_INVALID, "the session file's token list is invalid");
+            }
         }
         // everything from the header first, so a damaged one leaves the context as it was
         const int32_t pending = native.value("pending", json()).is_number() ? native["pending"].get<int32_t>() : -1;
@@ -504,24 +568,22 @@ char * loupe_ctx_load(loupe_ctx * c, const char * path) {
             log_capture cap;
             read = llama_state_set_data(c->ctx, state, state_len);
             if (read == 0) {
+                clear_cache(c);
                 llama_memory_clear(llama_get_memory(c->ctx), true);
-                c->history.clear();
-                c->n_past = 0;
                 return c->set_error(LOUPE_ERR_INVALID, "the engine rejected the saved state" +
                                                            (cap.lines.empty() ? std::string() : ": " + cap.lines));
             }
         }
         llama_pos pos_max = llama_memory_seq_pos_max(llama_get_memory(c->ctx), 0);
-        if (pos_max + 1 != (llama_pos) history.size()) {
+        if (pos_max + 1 != (llama_pos) n_pos) {
+            clear_cache(c);
             llama_memory_clear(llama_get_memory(c->ctx), true);
-            c->history.clear();
-            c->n_past = 0;
             return c->set_error(LOUPE_ERR_INVALID, "the saved state holds " + std::to_string(pos_max + 1) +
-                                                       " positions but its token list has " +
-                                                       std::to_string(history.size()));
+                                                       " positions but its token list has " + std::to_string(n_pos));
         }
         c->history = history;
-        c->n_past = (int32_t) history.size();
+        c->media = media;
+        c->n_past = n_pos;
         c->pending = pending;
         c->n_keep = n_keep;
         c->shift_enabled = shift;

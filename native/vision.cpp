@@ -681,6 +681,15 @@ const char * loupe_projector_info(loupe_projector * p) {
             { "patchSize", p->patch_size },
             { "vision", mtmd_support_vision(p->mctx) },
             { "audio", mtmd_support_audio(p->mctx) },
+            { "audioSampleRate", mtmd_support_audio(p->mctx) ? mtmd_get_audio_sample_rate(p->mctx) : 0 },
+            // how the engine places an image's tokens: M-RoPE (positions by row and column, fewer
+            // than the tokens) and non-causal attention inside an image
+            { "mrope", mtmd_decode_use_mrope(p->mctx) },
+            { "nonCausal", mtmd_support_vision(p->mctx) && mtmd_decode_use_non_causal(p->mctx, nullptr) },
+            // the projector types whose images mtmd splits into tiles (slice templates in mtmd.cpp)
+            { "tiles", p->projector_type == "idefics3" || p->projector_type == "minicpmv" ||
+                           p->projector_type == "llama4" || p->projector_type == "lfm2" ||
+                           p->projector_type == "step3vl" || p->projector_type == "minicpmv4_6" },
             { "threads", p->n_threads },
             { "loadUs", p->load_us },
             { "stages", stages },
@@ -792,7 +801,8 @@ char * loupe_image_info(const loupe_image * img) {
         return nullptr;
     }
     try {
-        json info = { { "width", img->width }, { "height", img->height }, { "decodeUs", img->decode_us }, { "format", img->format } };
+        json info = { { "width", img->width }, { "height", img->height }, { "decodeUs", img->decode_us }, { "format", img->format },
+                      { "audio", img->bitmap && mtmd_bitmap_is_audio(img->bitmap) } };
         return dup_string(info.dump());
     } catch (const std::exception & e) {
         fail(LOUPE_ERR_INTERNAL, e.what());
@@ -802,6 +812,68 @@ char * loupe_image_info(const loupe_image * img) {
 
 void loupe_image_free(loupe_image * img) {
     delete img;
+}
+
+loupe_image * loupe_audio_from_bytes(loupe_projector * p, const uint8_t * data, size_t len, char * err, int32_t err_cap) {
+    std::string msg;
+    try {
+        const auto at = [&](size_t i) { return i < len ? data[i] : 0; };
+        std::string fmt;
+        if (!p || !p->mctx) {
+            msg = "state: the projector is not loaded";
+        } else if (!mtmd_support_audio(p->mctx)) {
+            msg = "unsupported: this projector (" + p->projector_type + ") has no audio encoder";
+        } else if (!data || len == 0) {
+            msg = "size: the audio is empty (0 bytes)";
+        } else if (len > (size_t) LOUPE_AUDIO_MAX_BYTES) {
+            msg = "size: the audio file has " + std::to_string(len) + " bytes, more than loupe decodes (" +
+                  std::to_string(LOUPE_AUDIO_MAX_BYTES) + ")";
+        } else if (len >= 12 && std::memcmp(data, "RIFF", 4) == 0 && std::memcmp(data + 8, "WAVE", 4) == 0) {
+            fmt = "WAV";
+            const uint64_t riff = (uint64_t) at(4) | ((uint64_t) at(5) << 8) | ((uint64_t) at(6) << 16) | ((uint64_t) at(7) << 24);
+            if (len < 44 || riff + 8 > len) {
+                msg = "corrupt: the WAV data is truncated (its header announces " + std::to_string(riff + 8) +
+                      " bytes, the file has " + std::to_string(len) + ")";
+            }
+        } else if (len >= 4 && std::memcmp(data, "fLaC", 4) == 0) {
+            fmt = "FLAC";
+        } else if ((len >= 3 && std::memcmp(data, "ID3", 3) == 0) || (len >= 2 && at(0) == 0xFF && (at(1) & 0xE0) == 0xE0)) {
+            fmt = "MP3";
+        } else {
+            msg = "format: not a WAV, MP3 or FLAC file";
+        }
+        if (msg.empty()) {
+            int64_t t0 = now_us();
+            log_capture cap;
+            mtmd_helper_bitmap_wrapper res = mtmd_helper_bitmap_init_from_buf(p->mctx, data, len, false, mtmd_helper_init_opt_default());
+            if (!res.bitmap || !mtmd_bitmap_is_audio(res.bitmap)) {
+                if (res.bitmap) {
+                    mtmd_bitmap_free(res.bitmap);
+                }
+                msg = "corrupt: the engine's decoder rejected the " + fmt + " data" + (cap.lines.empty() ? "" : ": " + cap.lines);
+            } else {
+                auto img = std::make_unique<loupe_image>();
+                img->bitmap = res.bitmap;
+                img->width = mtmd_bitmap_get_nx(res.bitmap);  // samples
+                img->height = 1;
+                img->format = fmt;
+                img->decode_us = now_us() - t0;
+                const int rate = std::max(1, mtmd_get_audio_sample_rate(p->mctx));
+                if (img->width == 0) {
+                    msg = "size: the " + fmt + " audio has no samples";
+                } else if ((int64_t) img->width > (int64_t) rate * LOUPE_AUDIO_MAX_SECONDS) {
+                    msg = "size: the audio lasts " + std::to_string(img->width / rate) + " s, more than loupe takes (" +
+                          std::to_string(LOUPE_AUDIO_MAX_SECONDS) + " s)";
+                } else {
+                    return img.release();
+                }
+            }
+        }
+    } catch (const std::exception & e) {
+        msg = std::string("corrupt: ") + e.what();
+    }
+    copy_error(msg, err, err_cap);
+    return nullptr;
 }
 
 // ---- multimodal prompts --------------------------------------------------------------
@@ -848,34 +920,52 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
                                                        "\") for " + std::to_string(bitmaps.size()) + " images");
         }
 
-        // a fresh prompt: nothing of an earlier generation (or session) stays
+        const bool reuse = params.value("reuse", false);  // a session: keep the common prefix
+
+        // nothing of an earlier generation stays; a session keeps its cache until the prefix is known
         c->abort.store(false);
         c->active = false;
         c->done = false;
         c->stages.clear();
-        c->n_past = 0;
-        c->history.clear();
-        c->atomic.clear();
-        c->turn_starts.clear();
-        c->n_keep = 0;
-        c->shift_enabled = false;
-        c->shift_unsettled = false;
+        c->events = json::array();
+        c->reused = 0;
+        c->begin_us = now_us();
         p->prefilled = nullptr;
         p->prefill_n_past = 0;
-        llama_memory_clear(llama_get_memory(c->ctx), false);
+        if (!reuse) {
+            clear_cache(c);
+            c->n_keep = 0;
+            c->shift_enabled = false;
+        }
         p->stages.erase("image preprocess");
         p->stages.erase("image encode");
-        stage_stats & preprocess = p->stages["image preprocess"];
+        p->stages.erase("audio preprocess");
+        p->stages.erase("audio encode");
+        bool any_audio = false;
+        for (const auto * b : bitmaps) {
+            any_audio = any_audio || mtmd_bitmap_is_audio(b);
+        }
+        const bool any_image = bitmaps.size() > (size_t) std::count_if(bitmaps.begin(), bitmaps.end(), mtmd_bitmap_is_audio);
+        stage_stats & preprocess = p->stages[any_image || !any_audio ? "image preprocess" : "audio preprocess"];
         stage_stats & encode = p->stages["image encode"];
+        stage_stats & audio_encode = p->stages["audio encode"];
         stage_stats & image_decode = c->stages["image decode"];
+        stage_stats & audio_decode = c->stages["audio decode"];
         stage_stats & prompt_stage = c->stages["prompt"];
         // the output: what ran, also when an abort cut the prompt short (then with aborted: true)
         p->output.clear();
         auto record = [&](json out) {
             json stages = json::object();
-            stages["image preprocess"] = stage_json(preprocess, p->devices);
-            stages["image encode"] = stage_json(encode, p->devices);
+            for (const auto & [name, st] : p->stages) {
+                if (name != "projector warm-up" && (st.graphs > 0 || st.wall_us > 0 || name == "image preprocess" ||
+                                                    name == "image encode")) {
+                    stages[name] = stage_json(st, p->devices);
+                }
+            }
             stages["image decode"] = stage_json(image_decode, c->devices);
+            if (any_audio) {
+                stages["audio decode"] = stage_json(audio_decode, c->devices);
+            }
             stages["prompt"] = stage_json(prompt_stage, c->devices);
             out["stages"] = stages;
             p->output = out.dump();
@@ -885,7 +975,24 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
             return p->set_error(LOUPE_ERR_ABORTED, "aborted");
         };
 
-        // tokenize: text is tokenized, images are preprocessed (resized, normalized)
+        // each medium's key: a hash of its contents (prefix reuse compares keys, never pixels)
+        for (size_t i = 0; i < bitmaps.size(); i++) {
+            const mtmd_bitmap * b = bitmaps[i];
+            uint64_t h = 1469598103934665603ull;
+            auto mix = [&](const unsigned char * d, size_t n) {
+                for (size_t k = 0; k < n; k++) {
+                    h = (h ^ d[k]) * 1099511628211ull;
+                }
+            };
+            const uint32_t dims[3] = { mtmd_bitmap_get_nx(b), mtmd_bitmap_get_ny(b), mtmd_bitmap_is_audio(b) ? 1u : 0u };
+            mix(reinterpret_cast<const unsigned char *>(dims), sizeof(dims));
+            mix(mtmd_bitmap_get_data(b), mtmd_bitmap_get_n_bytes(b));
+            char key[32];
+            std::snprintf(key, sizeof(key), "%016llx", (unsigned long long) h);
+            mtmd_bitmap_set_id(images[i]->bitmap, key);
+        }
+
+        // tokenize: text is tokenized, images are preprocessed (resized, normalized), audio turned into mel frames
         mtmd::input_chunks chunks(mtmd_input_chunks_init());
         {
             log_capture cap;
@@ -894,47 +1001,164 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
             int32_t rc = mtmd_tokenize(p->mctx, chunks.ptr.get(), &in, bitmaps.data(), bitmaps.size());
             preprocess.wall_us += now_us() - t0 + decode_us;
             if (rc != 0) {
-                return p->set_error(LOUPE_ERR_INVALID, "cannot prepare the prompt's images" + (cap.lines.empty() ? "" : ": " + cap.lines));
+                return p->set_error(LOUPE_ERR_INVALID, "cannot prepare the prompt's media" + (cap.lines.empty() ? "" : ": " + cap.lines));
             }
         }
+        // the cells the prompt takes: its text tokens, and -1 for each medium's tokens
         const size_t n_chunks = chunks.size();
         int64_t n_text = 0;
         int64_t n_image = 0;
+        int64_t n_audio = 0;
+        int64_t n_pos_total = 0;
         json chunk_list = json::array();
         json text_tokens = json::array();
+        std::vector<llama_token> cells;
+        std::vector<media_span> spans;
+        std::vector<int32_t> chunk_start;
+        std::map<std::string, int> seen;
+        // a session's turn: the cells before the new text (what the cache holds, the token sampled
+        // last, a reply's closing); -1 only where the cache holds a medium, kept as it is
+        const std::vector<llama_token> prefix = params.value("prefix", std::vector<llama_token>());
+        if (!prefix.empty() && !reuse) {
+            return p->set_error(LOUPE_ERR_INVALID, "a prefix needs reuse");
+        }
+        {
+            const int32_t n_vocab = llama_vocab_n_tokens(c->owner->vocab);
+            size_t mi = 0;
+            for (size_t k = 0; k < prefix.size();) {
+                if (prefix[k] >= 0 && prefix[k] < n_vocab) {
+                    k++;
+                    continue;
+                }
+                if (prefix[k] != -1 || mi >= c->media.size() || c->media[mi].start != (int32_t) k ||
+                    (size_t) c->media[mi].end > prefix.size() ||
+                    std::any_of(prefix.begin() + (ptrdiff_t) k, prefix.begin() + c->media[mi].end,
+                                [](llama_token t) { return t != -1; })) {
+                    return p->set_error(LOUPE_ERR_INVALID, "prefix token " + std::to_string(prefix[k]) + " at " +
+                                                               std::to_string(k) +
+                                                               " is out of range and not a medium the cache holds");
+                }
+                spans.push_back(c->media[mi]);
+                k = (size_t) c->media[mi].end;
+                mi++;
+            }
+            cells = prefix;
+        }
         for (size_t i = 0; i < n_chunks; i++) {
             const mtmd_input_chunk * ch = chunks[i];
-            const bool is_text = mtmd_input_chunk_get_type(ch) == MTMD_INPUT_CHUNK_TYPE_TEXT;
-            const int64_t n = is_text ? (int64_t) mtmd_input_chunk_get_n_tokens(ch) : (int64_t) mtmd_input_chunk_get_n_pos(ch);
-            (is_text ? n_text : n_image) += n;
-            chunk_list.push_back({ { "type", is_text ? "text" : "image" }, { "tokens", n } });
-            if (is_text) {
+            const auto type = mtmd_input_chunk_get_type(ch);
+            const int64_t n = (int64_t) mtmd_input_chunk_get_n_tokens(ch);
+            const int64_t n_pos = (int64_t) mtmd_input_chunk_get_n_pos(ch);
+            chunk_start.push_back((int32_t) cells.size());
+            n_pos_total += n_pos;
+            if (type == MTMD_INPUT_CHUNK_TYPE_TEXT) {
+                n_text += n;
+                chunk_list.push_back({ { "type", "text" }, { "tokens", n } });
                 size_t nt = 0;
                 const llama_token * toks = mtmd_input_chunk_get_tokens_text(ch, &nt);
                 for (size_t k = 0; k < nt; k++) {
                     text_tokens.push_back(toks[k]);
+                    cells.push_back(toks[k]);
                 }
-            } else if (mtmd_input_chunk_get_type(ch) != MTMD_INPUT_CHUNK_TYPE_IMAGE) {
-                return p->set_error(LOUPE_ERR_INVALID, "the prompt has a non-image media chunk");
+                continue;
             }
+            if (type != MTMD_INPUT_CHUNK_TYPE_IMAGE && type != MTMD_INPUT_CHUNK_TYPE_AUDIO) {
+                return p->set_error(LOUPE_ERR_INVALID, "the prompt has a media chunk of an unknown type");
+            }
+            const bool audio = type == MTMD_INPUT_CHUNK_TYPE_AUDIO;
+            (audio ? n_audio : n_image) += n;
+            chunk_list.push_back({ { "type", audio ? "audio" : "image" }, { "tokens", n }, { "positions", n_pos } });
+            const std::string id = mtmd_input_chunk_get_id(ch);
+            const std::string key = id + "/" + std::to_string(seen[id]++);
+            spans.push_back({ (int32_t) cells.size(), (int32_t) (cells.size() + n), (int32_t) n_pos, key });
+            cells.insert(cells.end(), (size_t) n, -1);
         }
-        preprocess.tokens += n_image;
-        if (n_chunks == 0 || n_text + n_image == 0) {
+        preprocess.tokens += n_image + n_audio;
+        if (n_chunks == 0 || cells.empty()) {
             return p->set_error(LOUPE_ERR_INVALID, "the prompt is empty");
         }
         if (mtmd_input_chunk_get_type(chunks[n_chunks - 1]) != MTMD_INPUT_CHUNK_TYPE_TEXT) {
             return p->set_error(LOUPE_ERR_INVALID, "the prompt must end with text after its last image");
         }
+        // capacity is counted in cells (tokens), never positions: under M-RoPE an image takes
+        // fewer positions than the cells it fills
         const int64_t n_ctx = (int64_t) llama_n_ctx(c->ctx);
-        if (n_text + n_image + 1 > n_ctx) {
+        if ((int64_t) cells.size() + 1 > n_ctx) {
             return p->set_error(LOUPE_ERR_CONTEXT,
-                                "the prompt has " + std::to_string(n_text + n_image) + " tokens (" + std::to_string(n_text) +
-                                    " of text and " + std::to_string(n_image) + " for " + std::to_string(bitmaps.size()) +
-                                    " image(s)) but the context holds " + std::to_string(n_ctx) +
+                                "the prompt has " + std::to_string(cells.size()) + " tokens (" + std::to_string(n_text) +
+                                    " of text and " + std::to_string(n_image + n_audio) + " for " +
+                                    std::to_string(bitmaps.size()) + (any_audio ? " media" : " image(s)") +
+                                    ") but the context holds " + std::to_string(n_ctx) +
                                     " (including one token to generate); an image's tokens are never cut");
         }
 
-        // evaluate, chunk by chunk
+        // a session keeps the longest common prefix: text tokens equal, media equal by key
+        int32_t n_common = 0;
+        if (reuse) {
+            const int32_t n_hist = n_cells(c);
+            size_t mi = 0;
+            size_t si = 0;
+            while (n_common < n_hist && n_common < (int32_t) cells.size()) {
+                if (cells[n_common] != -1) {
+                    if (c->history[n_common] != cells[n_common]) {
+                        break;
+                    }
+                    n_common++;
+                    continue;
+                }
+                while (mi < c->media.size() && c->media[mi].start < n_common) {
+                    mi++;
+                }
+                while (si < spans.size() && spans[si].start < n_common) {
+                    si++;
+                }
+                if (mi >= c->media.size() || si >= spans.size() || c->media[mi].start != n_common ||
+                    c->media[mi].end != spans[si].end || c->media[mi].key != spans[si].key ||
+                    c->media[mi].n_pos != spans[si].n_pos) {
+                    break;
+                }
+                n_common = spans[si].end;
+            }
+            n_common = std::min(n_common, (int32_t) cells.size() - 1);  // the last token is evaluated again
+            n_common = keep_cells(c, n_common);
+            if (n_common < 0) {
+                n_common = 0;
+            }
+            c->reused = n_common;
+            std::vector<int32_t> turns;
+            for (int32_t t : c->turn_starts) {
+                if (t < n_common) {
+                    turns.push_back(t);
+                }
+            }
+            for (int32_t t : params.value("turns", std::vector<int32_t>())) {
+                if (t >= n_common && t < (int32_t) cells.size()) {
+                    turns.push_back(t);
+                }
+            }
+            std::sort(turns.begin(), turns.end());
+            turns.erase(std::unique(turns.begin(), turns.end()), turns.end());
+            c->turn_starts.swap(turns);
+        }
+        if (n_common < (int32_t) prefix.size()) {
+            for (const auto & sp : spans) {
+                if (sp.start < (int32_t) prefix.size() && sp.start >= n_common) {
+                    return p->set_error(LOUPE_ERR_INVALID, "the prompt reuses an image the cache no longer holds");
+                }
+            }
+            // the prefix's text past what the cache holds
+            std::vector<llama_token> rest(prefix.begin() + n_common, prefix.end());
+            for (size_t done = 0; done < rest.size();) {
+                int32_t n = (int32_t) std::min<size_t>(llama_n_batch(c->ctx), rest.size() - done);
+                int32_t rc = decode_tokens(c, rest.data() + done, n, prompt_stage);
+                if (rc != LOUPE_OK) {
+                    return p->set_error(rc, c->error);
+                }
+                done += n;
+            }
+        }
+
+        // evaluate, chunk by chunk, what the cache does not hold yet
         const int32_t n_batch = (int32_t) llama_n_batch(c->ctx);
         auto ctx_failed = [&](int32_t rc) { return p->set_error(rc, c->error); };
         for (size_t i = 0; i < n_chunks; i++) {
@@ -942,12 +1166,15 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
                 return aborted();
             }
             const mtmd_input_chunk * ch = chunks[i];
-            if (mtmd_input_chunk_get_type(ch) == MTMD_INPUT_CHUNK_TYPE_TEXT) {
+            const auto type = mtmd_input_chunk_get_type(ch);
+            const int32_t first = chunk_start[i];
+            if (type == MTMD_INPUT_CHUNK_TYPE_TEXT) {
                 size_t nt = 0;
                 const llama_token * toks = mtmd_input_chunk_get_tokens_text(ch, &nt);
-                std::vector<llama_token> buf(toks, toks + nt);
-                for (size_t done = 0; done < nt;) {
-                    int32_t n = (int32_t) std::min<size_t>(n_batch, nt - done);
+                const size_t skip = (size_t) std::max(0, std::min<int32_t>(n_common - first, (int32_t) nt));
+                std::vector<llama_token> buf(toks + skip, toks + nt);
+                for (size_t done = 0; done < buf.size();) {
+                    int32_t n = (int32_t) std::min<size_t>(n_batch, buf.size() - done);
                     int32_t rc = decode_tokens(c, buf.data() + done, n, prompt_stage);
                     if (rc != LOUPE_OK) {
                         return ctx_failed(rc);
@@ -956,7 +1183,12 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
                 }
                 continue;
             }
-            int32_t rc = encode_chunk(p, ch, encode, c->abort);  // an abort cuts the encode short
+            const int32_t n_tokens = (int32_t) mtmd_input_chunk_get_n_tokens(ch);
+            if (first + n_tokens <= n_common) {
+                continue;  // in the cache already: not encoded again
+            }
+            const bool audio = type == MTMD_INPUT_CHUNK_TYPE_AUDIO;
+            int32_t rc = encode_chunk(p, ch, audio ? audio_encode : encode, c->abort);  // an abort cuts the encode short
             if (rc == LOUPE_ERR_ABORTED) {
                 return aborted();
             }
@@ -964,10 +1196,10 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
                 return rc;
             }
             float * embd = mtmd_get_output_embd(p->mctx);
-            const int32_t n_tokens = (int32_t) mtmd_input_chunk_get_n_tokens(ch);
+            stage_stats & decode = audio ? audio_decode : image_decode;
             llama_pos new_n_past = c->n_past;
             log_capture cap;
-            c->cur_stage = &image_decode;
+            c->cur_stage = &decode;
             int64_t t0 = now_us();
             rc = mtmd_helper_decode_image_chunk(p->mctx, c->ctx, ch, embd, c->n_past, 0, n_batch, &new_n_past, nullptr, nullptr);
             c->cur_stage = nullptr;
@@ -975,26 +1207,39 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
                 if (rc == 2 || c->abort.load()) {
                     return aborted();
                 }
-                return p->set_error(LOUPE_ERR_DECODE, "decoding the image embeddings failed with code " + std::to_string(rc) +
+                return p->set_error(LOUPE_ERR_DECODE, std::string("decoding the ") + (audio ? "audio" : "image") +
+                                                          " embeddings failed with code " + std::to_string(rc) +
                                                           (cap.lines.empty() ? "" : ": " + cap.lines));
             }
             llama_synchronize(c->ctx);
-            image_decode.wall_us += now_us() - t0;
-            image_decode.graphs += (n_tokens + n_batch - 1) / n_batch;
-            image_decode.tokens += n_tokens;
-            // the history mirrors the KV cache position by position: an image's positions hold
-            // -1 (never a token, so prefix reuse stops there) and form a span a shift never cuts
-            const int32_t start = (int32_t) c->history.size();
-            c->history.resize(c->history.size() + (size_t) (new_n_past - c->n_past), -1);
-            c->atomic.push_back({ start, (int32_t) c->history.size() });
+            decode.wall_us += now_us() - t0;
+            decode.graphs += (n_tokens + n_batch - 1) / n_batch;
+            decode.tokens += n_tokens;
+            // the history mirrors the KV cache cell by cell: a medium's cells hold -1 (never a
+            // token, so text prefix reuse stops there) and form a span a shift never cuts; its
+            // positions may be fewer than its cells (M-RoPE)
+            const int32_t start = n_cells(c);
+            c->history.resize(c->history.size() + (size_t) n_tokens, -1);
+            c->atomic.push_back({ start, n_cells(c) });
+            std::string key;
+            for (const auto & sp : spans) {
+                if (sp.start == first) {
+                    key = sp.key;
+                }
+            }
+            c->media.push_back({ start, n_cells(c), (int32_t) (new_n_past - c->n_past), key });
             c->n_past = new_n_past;
         }
         p->prefilled = c;
         p->prefill_n_past = c->n_past;
 
-        record({ { "nPast", c->n_past },
+        record({ { "nPast", n_cells(c) },
+                 { "nPos", c->n_past },
+                 { "reused", n_common },
                  { "textTokens", text_tokens },
                  { "imageTokens", n_image },
+                 { "audioTokens", n_audio },
+                 { "positions", n_pos_total },
                  { "chunks", chunk_list },
                  { "images", image_list } });
         return LOUPE_OK;
@@ -1013,8 +1258,19 @@ int32_t loupe_ctx_vision_gen_begin(loupe_ctx * c, loupe_projector * p, const cha
             return p->set_error(LOUPE_ERR_STATE, "the context does not hold this projector's last prompt");
         }
         json params = json::parse(params_json ? params_json : "{}");
+        const int32_t reused = c->reused;
         begin_generation(c, params, nullptr, 0);  // no new tokens: the prompt is in the KV cache
-        c->shift_enabled = false;
+        c->reused = reused;
+        // a session's generation may shift (never cutting a medium; see loupe_session.h)
+        c->shift_enabled = params.value("contextShift", false);
+        const int32_t n_keep = params.value("nKeep", 0);
+        if (c->shift_enabled && (n_keep < 0 || n_keep > (int32_t) llama_n_ctx(c->ctx) - 2)) {
+            c->active = false;
+            return p->set_error(LOUPE_ERR_INVALID, "nKeep is " + std::to_string(n_keep) + " but a context of " +
+                                                       std::to_string(llama_n_ctx(c->ctx)) + " tokens keeps at most " +
+                                                       std::to_string(llama_n_ctx(c->ctx) - 2) + " when it shifts");
+        }
+        c->n_keep = n_keep;
         p->prefilled = nullptr;
         return LOUPE_OK;
     });

@@ -41,6 +41,17 @@ import {
 import { TextStream } from "../generate/stream.ts";
 import { wrap } from "../util/native_error.ts";
 import { addNativeStage, checkPlacement, Timeline } from "../timeline/timeline.ts";
+import {
+  flattenMedia,
+  hasParts,
+  type MediaInput,
+  mediaResult,
+  projectorOf,
+  runMedia,
+  trackMedia,
+  type VisionMessage,
+  type VisionResult,
+} from "../vision/vision.ts";
 
 /** Magic bytes at the start of a session file (see native/loupe_session.h). */
 export const SESSION_MAGIC = "LOUPESES";
@@ -97,6 +108,14 @@ export interface SessionResult extends GenerateResult {
   reusedTokens: number;
   /** Context shifts during this call (also events of the timeline). */
   shifts: ContextShift[];
+  /** Image tokens this turn added (a turn with images). */
+  imageTokens?: VisionResult["imageTokens"];
+  /** Audio tokens this turn added (a turn with audio). */
+  audioTokens?: VisionResult["audioTokens"];
+  /** Positions this turn's prompt takes (a turn with media; fewer than its tokens under M-RoPE). */
+  positions?: VisionResult["positions"];
+  /** This turn's media as decoded. */
+  images?: VisionResult["images"];
 }
 
 /** A session step also reports the sampled token not yet evaluated, reused tokens and shift events. */
@@ -471,14 +490,21 @@ export class Session extends Resource {
   /**
    * Sends user message(s) and generates the reply through the model's chat template. Each turn
    * is tokenized on its own and appended, so the cache is reused exactly; the reply is added to
-   * {@linkcode messages}.
+   * {@linkcode messages}. Messages may hold images and audio clips as parts (with the model's
+   * projector loaded): a later turn keeps them in the cache and does not encode them again.
    */
-  chat(message: string | ChatMessage | ChatMessage[], options: GenerateOptions = {}): Promise<SessionResult> {
+  chat(
+    message: string | ChatMessage | VisionMessage | Array<ChatMessage | VisionMessage>,
+    options: GenerateOptions = {},
+  ): Promise<SessionResult> {
     return this.#chat(message, options, undefined, COLLECT_STEP);
   }
 
   /** Streams the reply of {@linkcode chat}; the result is on `stream.result`. */
-  streamChat(message: string | ChatMessage | ChatMessage[], options: GenerateOptions = {}): TextStream {
+  streamChat(
+    message: string | ChatMessage | VisionMessage | Array<ChatMessage | VisionMessage>,
+    options: GenerateOptions = {},
+  ): TextStream {
     return new TextStream((onPiece) => this.#chat(message, options, onPiece, STREAM_STEP));
   }
 
@@ -577,24 +603,39 @@ export class Session extends Resource {
   }
 
   #chat(
-    message: string | ChatMessage | ChatMessage[],
+    message: string | ChatMessage | VisionMessage | Array<ChatMessage | VisionMessage>,
     options: GenerateOptions,
     onPiece: ((piece: string) => void) | undefined,
     step: Step,
   ): Promise<SessionResult> {
-    const incoming = typeof message === "string"
+    const given = typeof message === "string"
       ? [{ role: "user", content: message }]
       : Array.isArray(message)
       ? message
       : [message];
-    for (const [i, m] of incoming.entries()) {
-      if (typeof m?.role !== "string" || typeof m?.content !== "string") {
-        return Promise.reject(
-          new LoupeError("INVALID_ARGUMENT", `Cannot chat: message ${i} needs a string role and content`),
-        );
+    let incoming: ChatMessage[];
+    let media: MediaInput[] = [];
+    try {
+      if (given.length === 0) throw new LoupeError("INVALID_ARGUMENT", "Cannot chat: no message");
+      if (hasParts(given)) {
+        // images and audio: the markers go where they were, the media to the projector
+        const flat = flattenMedia(given, projectorOf(this.model).info.marker);
+        incoming = flat.text;
+        media = flat.media;
+      } else {
+        for (const [i, m] of given.entries()) {
+          if (typeof m?.role !== "string" || typeof m?.content !== "string") {
+            throw new LoupeError(
+              "INVALID_ARGUMENT",
+              `Cannot chat: message ${i} needs a string role and string content or an array of parts`,
+            );
+          }
+        }
+        incoming = given as ChatMessage[];
       }
+    } catch (e) {
+      return Promise.reject(e);
     }
-    if (incoming.length === 0) return Promise.reject(new LoupeError("INVALID_ARGUMENT", "Cannot chat: no message"));
     return this.serial(async () => {
       const t0 = performance.now();
       const pieces: number[] = [];
@@ -611,6 +652,13 @@ export class Session extends Resource {
         pieces.push(...toks);
         before += text;
       };
+      // the new turn: tokens, or with media the text the projector's tokenizer splits at its markers
+      let turnText = "";
+      const addTurn = (text: string) => {
+        if (media.length === 0) return add(text, true);
+        turns.push(this.#transcript.length + pieces.length);
+        turnText = text;
+      };
       if (this.#transcript.length === 0 && this.systemPrompt !== null && messages.length === 0) {
         messages = [{ role: "system", content: this.systemPrompt }];
         const sys = this.#template(messages, false);
@@ -624,31 +672,100 @@ export class Session extends Resource {
       const closed = messages.length > 0 ? this.#template(messages, false) : rendered;
       if (rendered !== "" && closed.startsWith(rendered) && full.startsWith(closed)) {
         add(closed.slice(rendered.length), false);
-        add(full.slice(closed.length), true);
+        addTurn(full.slice(closed.length));
       } else if (full.startsWith(rendered)) {
-        add(full.slice(rendered.length), true);
+        addTurn(full.slice(rendered.length));
       } else {
         // the template rewrote earlier text: start over with the whole chat (the cache keeps the common prefix)
+        if (this.#transcript.includes(-1)) {
+          throw new LoupeError(
+            "INVALID_ARGUMENT",
+            "Cannot chat: the chat template rewrote an earlier turn, and the session holds media it cannot " +
+              "evaluate again; open a new session",
+          );
+        }
         this.#transcript = [];
         pieces.length = 0;
         turns.length = 0;
         before = "";
         bos = true;
-        add(full, true);
+        addTurn(full);
       }
-      const result = await this.#run(
-        pieces,
-        turns,
-        nKeep,
-        performance.now() - t0,
-        options,
-        onPiece,
-        step,
-        "session.chat",
-      );
+      const result = media.length > 0
+        ? await this.#media(turnText, media, pieces, turns, nKeep, performance.now() - t0, options, onPiece, step)
+        : await this.#run(
+          pieces,
+          turns,
+          nKeep,
+          performance.now() - t0,
+          options,
+          onPiece,
+          step,
+          "session.chat",
+        );
       this.#messages = [...next, { role: "assistant", content: result.text }];
       this.#rendered = full + result.text;
       return result;
+    });
+  }
+
+  /** A chat turn with media: evaluated through the projector, keeping what the cache holds. */
+  async #media(
+    turnText: string,
+    media: MediaInput[],
+    pieces: number[],
+    turns: number[],
+    nKeep: number | null,
+    tokenizeMs: number,
+    options: GenerateOptions,
+    onPiece: ((piece: string) => void) | undefined,
+    step: Step,
+  ): Promise<SessionResult> {
+    const keep = nKeep ?? (this.model.info.addBos ? 1 : 0);
+    const prefix = this.#transcript.concat(pieces);
+    const timeline = new Timeline("session.chat");
+    timeline.add({ name: "tokenize", wallMs: tokenizeMs, tokens: 0, graphs: 0, devices: {} });
+    let last: SessionStepOutput | undefined;
+    this.#running++;
+    let out;
+    try {
+      const projector = projectorOf(this.model);
+      out = await trackMedia(
+        projector,
+        runMedia({
+          model: this.model,
+          internals: this.#internals,
+          projector,
+          ctx: this.#native.context,
+          prompt: turnText,
+          media,
+          options: { ...options, addSpecial: prefix.length === 0 && (options.addSpecial ?? true) },
+          step,
+          onPiece,
+          kind: "session.chat",
+          timeline,
+          session: { prefix, turns, contextShift: this.contextShift, nKeep: keep },
+          each: (o) => (last = o as SessionStepOutput),
+        }),
+      );
+    } finally {
+      this.#running--;
+      const pending = last?.pending ?? null;
+      const ctx = this.#native.context;
+      if (!ctx.freed) this.#transcript = [...this.#native.tokens(), ...(pending === null ? [] : [pending])];
+    }
+    this.#nKeep = keep;
+    const shifts = last ? shiftsOf(last, tokenizeMs) : [];
+    if (last) addShiftEvents(out.timeline, last, tokenizeMs);
+    return displayable({
+      text: out.text,
+      tokens: out.tokens,
+      promptTokens: out.pre?.textTokens ?? [],
+      stopReason: out.stopReason,
+      timeline: out.timeline,
+      reusedTokens: out.pre?.reused ?? 0,
+      shifts,
+      ...mediaResult(out.pre),
     });
   }
 
@@ -763,6 +880,12 @@ function buildTimeline(out: SessionStepOutput, tokenizeMs: number, kind: string)
   timeline.add({ name: "tokenize", wallMs: tokenizeMs, tokens: 0, graphs: 0, devices: {} });
   if (out.stages.prompt) addNativeStage(timeline, "prompt", out.stages.prompt, { reused: out.reused });
   addGenerationStages(timeline, out.stages);
+  addShiftEvents(timeline, out, tokenizeMs);
+  return timeline;
+}
+
+/** Adds a call's context shifts (and failed shifts) to its timeline as events. */
+function addShiftEvents(timeline: Timeline, out: SessionStepOutput, tokenizeMs: number): void {
   for (const e of out.events) {
     const atMs = tokenizeMs + e.atUs / 1000;
     const { kind: k, atUs: _, ...data } = e;
@@ -773,5 +896,4 @@ function buildTimeline(out: SessionStepOutput, tokenizeMs: number, kind: string)
       : `context shift failed: ${data.reason}`;
     timeline.events.push({ atMs, what, kind: k, data });
   }
-  return timeline;
 }

@@ -36,7 +36,15 @@ import { addDownloadStage, fetchForLoad } from "../hub/resolve.ts";
 import type { Model } from "../model/model.ts";
 import { internalsOf, type ModelInternals } from "../generate/internals.ts";
 import type { ChatMessage, GenerateResult, StopReason } from "../generate/result.ts";
-import { addGenerationStages, COLLECT_STEP, runSteps, type StepOutput, STREAM_STEP } from "../generate/step.ts";
+import {
+  addGenerationStages,
+  COLLECT_STEP,
+  runSteps,
+  type Step,
+  type StepOutput,
+  STREAM_STEP,
+} from "../generate/step.ts";
+import type { NativeContext } from "../../ffi/model.ts";
 import {
   addNativeStage,
   checkPlacement,
@@ -77,8 +85,17 @@ export interface ImagePart {
   image: ImageInput;
 }
 
-/** A piece of a message: text, `{ text }` or `{ image }`. */
-export type ContentPart = string | { text: string } | ImagePart;
+/** An audio clip: a file path or the bytes of a WAV, MP3 or FLAC file. */
+export type AudioInput = string | Uint8Array;
+
+/** An audio clip in a message (for a projector with an audio encoder). */
+export interface AudioPart {
+  /** The clip. */
+  audio: AudioInput;
+}
+
+/** A piece of a message: text, `{ text }`, `{ image }` or `{ audio }`. */
+export type ContentPart = string | { text: string } | ImagePart | AudioPart;
 
 /** A chat message whose content may hold images. */
 export interface VisionMessage {
@@ -142,16 +159,33 @@ export interface ProjectorInfo {
   vision: boolean;
   /** Whether it encodes audio. */
   audio: boolean;
+  /** The sample rate audio is decoded at (Hz; 0 without an audio encoder). */
+  audioSampleRate: number;
+  /**
+   * Whether the language model places an image's tokens by M-RoPE (Qwen2-VL and its kin): by
+   * time, row and column, at fewer positions than tokens. loupe then decodes text at explicit
+   * positions after each image, and a context shift is not possible (a full context stops with
+   * `contextFull`).
+   */
+  mrope: boolean;
+  /** Whether an image's tokens attend to each other both ways (Gemma 3 and others). */
+  nonCausal: boolean;
+  /** Whether the engine splits a large image into tiles (several chunks) plus an overview. */
+  tiles: boolean;
   /** CPU threads of the encoder. */
   threads: number;
   /** Load time in microseconds. */
   loadUs: number;
 }
 
-/** The result of a chat with images. */
+/** The result of a chat with images or audio. */
 export interface VisionResult extends GenerateResult {
-  /** Image tokens in the prompt (all images). */
+  /** Image tokens in the prompt (all images and tiles): the cells of the KV cache they fill. */
   imageTokens: number;
+  /** Audio tokens in the prompt (all clips). */
+  audioTokens: number;
+  /** Positions the prompt takes: fewer than its tokens under M-RoPE (see `ProjectorInfo.mrope`). */
+  positions: number;
   /** The images as decoded (before the encoder's resize). */
   images: Array<{ width: number; height: number }>;
   /** Devices skipped for the image path, mixed placements: plain sentences (also timeline events). */
@@ -162,12 +196,27 @@ interface NativeProjectorInfo extends ProjectorInfo {
   stages: Record<string, NativeStage>;
 }
 
-interface PrefillOutput {
+/** What a prefill did (native/loupe_vision.h). */
+export interface PrefillOutput {
+  /** Cells of the KV cache in use. */
   nPast: number;
+  /** The next position. */
+  nPos: number;
+  /** Cells kept from the cache (a session). */
+  reused: number;
+  /** The prompt's text tokens. */
   textTokens: number[];
+  /** Image tokens (cells). */
   imageTokens: number;
-  chunks: Array<{ type: "text" | "image"; tokens: number }>;
+  /** Audio tokens (cells). */
+  audioTokens: number;
+  /** Positions the prompt takes. */
+  positions: number;
+  /** The prompt's chunks. */
+  chunks: Array<{ type: "text" | "image" | "audio"; tokens: number; positions?: number }>;
+  /** The media as decoded. */
   images: Array<{ width: number; height: number }>;
+  /** Stage counters. */
   stages: Record<string, NativeStage>;
 }
 
@@ -191,6 +240,8 @@ let createProjector: (init: ProjectorInit) => Projector;
 let nativeOf: (projector: Projector) => NativeProjector;
 /** Runs `run` as the projector's current call: close() frees the handle only after it. */
 let trackOn: <T>(projector: Projector, run: Promise<T>) => Promise<T>;
+/** Runs `fn` in the projector's turn (one prompt at a time); throws CLOSED once it is closed. */
+let exclusive: <T>(projector: Projector, fn: () => Promise<T>) => Promise<T>;
 
 /** A loaded projector. Owned by its model (closed with it); `close()` it to load another. */
 export class Projector extends Resource {
@@ -206,6 +257,8 @@ export class Projector extends Resource {
   readonly requireDevice: string | undefined;
   #native: NativeProjector;
   #unadopt: () => void = () => {};
+  /** Prompts in turn: a prefill and its generation's start (the model's calls, and sessions beside them). */
+  #turn: Promise<unknown> = Promise.resolve();
 
   static {
     createProjector = (init) => new Projector(init);
@@ -214,6 +267,12 @@ export class Projector extends Resource {
       return p.#native;
     };
     trackOn = (p, run) => p.track(run);
+    exclusive = (p, fn) => {
+      p.assertOpen();
+      const run = p.#turn.then(fn);
+      p.#turn = run.catch(() => {});
+      return run;
+    };
   }
 
   private constructor(init: ProjectorInit) {
@@ -266,6 +325,8 @@ const CODE_OF_IMAGE_ERROR: Record<string, LoupeErrorCode> = {
   corrupt: "BAD_FORMAT",
   size: "INVALID_ARGUMENT",
   file: "NOT_FOUND",
+  unsupported: "INVALID_ARGUMENT",
+  state: "CLOSED",
   invalid: "INVALID_ARGUMENT",
 };
 
@@ -506,7 +567,7 @@ export async function loadProjector(model: Model, name: string, options: Project
 }
 
 /** The model's open projector, or a typed error. */
-function projectorOf(model: Model): Projector {
+export function projectorOf(model: Model): Projector {
   const p = projectors.get(model);
   if (!p || p.closed) {
     throw new LoupeError(
@@ -518,9 +579,18 @@ function projectorOf(model: Model): Projector {
   return p;
 }
 
-/** Splits messages into text messages with the media marker and the images, in order. */
-function flatten(messages: VisionMessage[], marker: string): { text: ChatMessage[]; images: ImageInput[] } {
-  const images: ImageInput[] = [];
+/** An image or an audio clip of a message, in prompt order. */
+export type MediaInput = { kind: "image"; input: ImageInput } | { kind: "audio"; input: AudioInput };
+
+/**
+ * Splits messages into text messages with the media marker where each image or clip was, and
+ * the media in order. Messages with string content pass unchanged.
+ */
+export function flattenMedia(
+  messages: ReadonlyArray<ChatMessage | VisionMessage>,
+  marker: string,
+): { text: ChatMessage[]; media: MediaInput[] } {
+  const media: MediaInput[] = [];
   const text: ChatMessage[] = [];
   if (!Array.isArray(messages) || messages.length === 0) {
     throw new LoupeError("INVALID_ARGUMENT", "Cannot chat: messages must be a non-empty array");
@@ -558,18 +628,21 @@ function flatten(messages: VisionMessage[], marker: string): { text: ChatMessage
         }
         content += t;
       } else if (part && typeof part === "object" && "image" in part) {
-        images.push(checkImageInput(part.image, `part ${j} of message ${i}`));
+        media.push({ kind: "image", input: checkImageInput(part.image, `part ${j} of message ${i}`) });
+        content += marker;
+      } else if (part && typeof part === "object" && "audio" in part) {
+        media.push({ kind: "audio", input: checkAudioInput(part.audio, `part ${j} of message ${i}`) });
         content += marker;
       } else {
         throw new LoupeError(
           "INVALID_ARGUMENT",
-          `Cannot chat: part ${j} of message ${i} is neither text nor { image }`,
+          `Cannot chat: part ${j} of message ${i} is neither text, { image } nor { audio }`,
         );
       }
     }
     text.push({ role: m.role, content });
   }
-  return { text, images };
+  return { text, media };
 }
 
 function checkImageInput(image: unknown, where: string): ImageInput {
@@ -591,41 +664,79 @@ function checkImageInput(image: unknown, where: string): ImageInput {
   );
 }
 
-function imageLabel(image: ImageInput, i: number): string {
-  if (typeof image === "string") return `image ${i + 1} ("${image}")`;
-  if (image instanceof Uint8Array) return `image ${i + 1} (${image.length} bytes)`;
-  return `image ${i + 1} (raw ${image.width}x${image.height})`;
+function checkAudioInput(audio: unknown, where: string): AudioInput {
+  if (typeof audio === "string" && audio !== "") return audio;
+  if (audio instanceof Uint8Array) return audio;
+  throw new LoupeError(
+    "INVALID_ARGUMENT",
+    `Cannot chat: the audio in ${where} must be a path or a Uint8Array of a WAV, MP3 or FLAC file`,
+  );
 }
 
-/** Decodes one image input with the engine's decoder; typed errors. */
-async function decodeImage(
+function mediaLabel(media: MediaInput, i: number): string {
+  const what = `${media.kind} ${i + 1}`;
+  const input = media.input;
+  if (typeof input === "string") return `${what} ("${input}")`;
+  if (input instanceof Uint8Array) return `${what} (${input.length} bytes)`;
+  return `${what} (raw ${input.width}x${input.height})`;
+}
+
+/** Checks that a path names a plain file: NOT_FOUND or NOT_A_FILE otherwise. */
+async function checkFile(path: string, what: string): Promise<void> {
+  let stat: Deno.FileInfo;
+  try {
+    stat = await Deno.stat(path);
+  } catch (e) {
+    throw new LoupeError(
+      "NOT_FOUND",
+      `${what}: ${e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message}`,
+    );
+  }
+  if (!stat.isFile) {
+    const kind = stat.isDirectory
+      ? "a directory"
+      : stat.isFifo
+      ? "a FIFO"
+      : stat.isCharDevice || stat.isBlockDevice
+      ? "a device"
+      : stat.isSocket
+      ? "a socket"
+      : "not a regular file";
+    throw new LoupeError("NOT_A_FILE", `${what}: it is ${kind}, not a file`);
+  }
+}
+
+/** Decodes one image or clip with the engine's decoders; typed errors. */
+async function decodeMedia(
   api: Parameters<typeof NativeImage.fromRgb>[0],
-  image: ImageInput,
+  projector: NativeProjector,
+  media: MediaInput,
   i: number,
 ): Promise<NativeImage> {
-  const what = `Cannot read ${imageLabel(image, i)}`;
+  const what = `Cannot read ${mediaLabel(media, i)}`;
+  const owned = (bytes: Uint8Array) => {
+    const copy = new Uint8Array(bytes.length); // an owned buffer for the worker thread
+    copy.set(bytes);
+    return copy;
+  };
   try {
-    if (typeof image === "string") {
-      let stat: Deno.FileInfo;
-      try {
-        stat = await Deno.stat(image);
-      } catch (e) {
-        throw new LoupeError(
-          "NOT_FOUND",
-          `${what}: ${e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message}`,
-        );
+    if (media.kind === "audio") {
+      let bytes: Uint8Array<ArrayBuffer>;
+      if (typeof media.input === "string") {
+        await checkFile(media.input, what);
+        bytes = await Deno.readFile(media.input);
+      } else {
+        bytes = owned(media.input);
       }
-      if (!stat.isFile) throw new LoupeError("NOT_A_FILE", `${what}: it is a directory, not a file`);
+      return await NativeImage.audioFromBytes(api, projector, bytes);
+    }
+    const image = media.input;
+    if (typeof image === "string") {
+      await checkFile(image, what);
       return await NativeImage.fromFile(api, image);
     }
-    if (image instanceof Uint8Array) {
-      const copy = new Uint8Array(image.length); // an owned buffer for the worker thread
-      copy.set(image);
-      return await NativeImage.fromBytes(api, copy);
-    }
-    const copy = new Uint8Array(image.data.length);
-    copy.set(image.data);
-    return NativeImage.fromRgb(api, image.width, image.height, copy);
+    if (image instanceof Uint8Array) return await NativeImage.fromBytes(api, owned(image));
+    return NativeImage.fromRgb(api, image.width, image.height, owned(image.data));
   } catch (e) {
     if (e instanceof LoupeError) throw e;
     if (e instanceof NativeImageError) {
@@ -641,10 +752,168 @@ async function decodeImage(
   }
 }
 
+/** Stages of the encoder (the projector's requirement applies), the others the model's. */
+const ENCODER_STAGES = new Set(["image preprocess", "image encode", "audio preprocess", "audio encode"]);
+
+/** A prompt with media to evaluate and generate from: a model's call, or a session's turn. */
+export interface MediaCall {
+  model: Model;
+  internals: ModelInternals;
+  projector: Projector;
+  /** The context it runs in. */
+  ctx: NativeContext;
+  /** The rendered prompt, with the projector's marker where each medium goes. */
+  prompt: string;
+  media: MediaInput[];
+  options: GenerateOptions;
+  step: Step;
+  onPiece?: (piece: string) => void;
+  /** The timeline's kind. */
+  kind: string;
+  /** A timeline to add the stages to (with what ran before, e.g. a session's tokenize). */
+  timeline?: Timeline;
+  /**
+   * A session's turn: the cells before the new text (the cache's, -1 where it holds a medium, then
+   * the token sampled last and a reply's closing), turn starts, and the shift settings. The
+   * common prefix with the cache is kept (media compared by content), the rest evaluated.
+   */
+  session?: { prefix: number[]; turns: number[]; contextShift: boolean; nKeep: number };
+  /** Called with each step's output. */
+  each?: (out: StepOutput) => void;
+}
+
+/** What a {@linkcode MediaCall} did. */
+export interface MediaOutcome {
+  timeline: Timeline;
+  warnings: string[];
+  pre: PrefillOutput | null;
+  text: string;
+  tokens: number[];
+  stopReason: StopReason;
+  /** The last step's output (null when generation did not start). */
+  last: StepOutput | null;
+}
+
 /**
- * Chats with images (use `Model.chat` / `Model.streamChat` with parts): applies the model's
- * chat template with the projector's media marker where the images are, decodes the images,
- * evaluates the prompt (image preprocess, encode, decode into the model, text), then generates.
+ * Evaluates a prompt with images or audio and generates from it: decodes the media, evaluates
+ * the prompt in the projector's turn (one prompt at a time per projector), checks placement per
+ * stage, then runs the token loop. Runs inside the caller's queue.
+ */
+export async function runMedia(call: MediaCall): Promise<MediaOutcome> {
+  const { projector, options, ctx, internals } = call;
+  const sampling = samplingParams(options);
+  const native = nativeOf(projector);
+  const lib = await loadEngine();
+  const devs = internals.devices;
+  const requiredLm = options.requireDevice ?? internals.options.requireDevice;
+  const requiredEncoder = options.requireDevice ?? projector.requireDevice;
+  const timeline = call.timeline ?? new Timeline(call.kind);
+  const warnings = [...projector.warnings];
+  const check = (tl: Timeline) => {
+    for (const s of tl.stages) {
+      const one = new Timeline(tl.kind);
+      one.stages.push(s);
+      checkPlacement(one, ENCODER_STAGES.has(s.name) ? requiredEncoder : requiredLm, devs);
+    }
+  };
+  const outcome = (
+    pre: PrefillOutput | null,
+    gen: { text: string; tokens: number[]; stopReason: StopReason; last: StepOutput | null },
+  ): MediaOutcome => {
+    timeline.memory = call.model.info.memory;
+    const start = timeline.stages[0]?.startMs ?? 0;
+    for (const w of warnings) timeline.events.push({ atMs: start, what: w, kind: "vision" });
+    return { timeline, warnings, pre, ...gen };
+  };
+  const aborted = (pre: PrefillOutput | null = null) =>
+    outcome(pre, { text: "", tokens: [], stopReason: "aborted", last: null });
+  const decoded: NativeImage[] = [];
+  const onAbort = () => ctx.genAbort();
+  options.signal?.addEventListener("abort", onAbort);
+  try {
+    for (const [i, m] of call.media.entries()) decoded.push(await decodeMedia(lib.api, native, m, i));
+    if (options.signal?.aborted) return aborted();
+    // the prompt and the generation's start in the projector's turn: its output and prefilled
+    // context are the projector's, and a session may run beside the model's own calls
+    const pre = await exclusive(projector, async () => {
+      try {
+        await native.prefill(ctx, call.prompt, decoded, {
+          addSpecial: options.addSpecial ?? true,
+          parseSpecial: options.parseSpecial ?? true,
+          reuse: call.session !== undefined,
+          prefix: call.session?.prefix ?? [],
+          turns: call.session?.turns ?? [],
+        });
+      } catch (e) {
+        const err = wrap(e, "Cannot evaluate the prompt with media");
+        if (err.code !== "ABORTED") throw err;
+        // what ran before the abort; an image encode it cut short counts the nodes that ran
+        addPrefillStages(timeline, native.output<Partial<PrefillOutput>>(), true);
+        return null;
+      }
+      const pre = native.output<PrefillOutput>();
+      addPrefillStages(timeline, pre);
+      if (options.signal?.aborted) return pre;
+      try {
+        native.genBegin(ctx, {
+          ...sampling,
+          contextShift: call.session?.contextShift ?? false,
+          nKeep: call.session?.nKeep ?? 0,
+        });
+      } catch (e) {
+        throw wrap(e, "Cannot generate");
+      }
+      return pre;
+    });
+    if (pre === null || options.signal?.aborted) return aborted(pre);
+    for (const name of ["image encode", "audio encode"]) {
+      const encodeStage = timeline.stage(name);
+      const mixed = encodeStage && mixedPlacement(encodeStage);
+      if (mixed) warnings.push(mixed);
+    }
+    check(timeline);
+    const run = await runSteps<StepOutput>(ctx, {
+      step: call.step,
+      onPiece: call.onPiece,
+      each: (out) => {
+        if (requiredLm) checkPlacement(addGenerationStages(new Timeline(call.kind), out.stages), requiredLm, devs);
+        call.each?.(out);
+      },
+    });
+    addGenerationStages(timeline, run.last.stages);
+    return outcome(pre, {
+      text: run.text,
+      tokens: run.tokens,
+      stopReason: run.last.stopReason ?? "maxTokens",
+      last: run.last,
+    });
+  } finally {
+    options.signal?.removeEventListener("abort", onAbort);
+    for (const img of decoded) img.free();
+  }
+}
+
+/** Runs a media call as one of the projector's calls: its close() waits for it. */
+export function trackMedia<T>(projector: Projector, run: Promise<T>): Promise<T> {
+  return trackOn(projector, run);
+}
+
+/** The result fields of a media call's prompt. */
+export function mediaResult(
+  pre: PrefillOutput | null,
+): Pick<VisionResult, "imageTokens" | "audioTokens" | "positions" | "images"> {
+  return {
+    imageTokens: pre?.imageTokens ?? 0,
+    audioTokens: pre?.audioTokens ?? 0,
+    positions: pre?.positions ?? 0,
+    images: pre?.images ?? [],
+  };
+}
+
+/**
+ * Chats with images or audio (use `Model.chat` / `Model.streamChat` with parts): applies the
+ * model's chat template with the projector's media marker where the media are, decodes them,
+ * evaluates the prompt (preprocess, encode, decode into the model, text), then generates.
  */
 export function visionChat(
   model: Model,
@@ -652,122 +921,65 @@ export function visionChat(
   options: GenerateOptions = {},
   onPiece?: (piece: string) => void,
 ): Promise<VisionResult> {
-  const step = onPiece ? STREAM_STEP : COLLECT_STEP;
   let projector: Projector;
   let prompt: string;
-  let images: ImageInput[];
+  let media: MediaInput[];
   let internals: ModelInternals;
   try {
     internals = internalsOf(model);
     projector = projectorOf(model);
-    const flat = flatten(messages, projector.info.marker);
-    images = flat.images;
+    const flat = flattenMedia(messages, projector.info.marker);
+    media = flat.media;
     prompt = model.applyChatTemplate(flat.text);
-  } catch (e) {
-    return Promise.reject(e);
-  }
-  let sampling: ReturnType<typeof samplingParams>;
-  try {
-    sampling = samplingParams(options);
+    samplingParams(options); // bad options reject before anything runs
   } catch (e) {
     return Promise.reject(e);
   }
   const run = internals.serial(async () => {
-    const native = nativeOf(projector);
-    const lib = await loadEngine();
-    const ctx = internals.context();
-    const devs = internals.devices;
-    const requiredLm = options.requireDevice ?? internals.options.requireDevice;
-    const requiredEncoder = options.requireDevice ?? projector.requireDevice;
-    const timeline = new Timeline("chat");
-    const warnings = [...projector.warnings];
-    const check = (tl: Timeline) => {
-      for (const s of tl.stages) {
-        const req = s.name === "image encode" || s.name === "image preprocess" ? requiredEncoder : requiredLm;
-        const one = new Timeline(tl.kind);
-        one.stages.push(s);
-        checkPlacement(one, req, devs);
-      }
-    };
-    const decoded: NativeImage[] = [];
-    const onAbort = () => ctx.genAbort();
-    options.signal?.addEventListener("abort", onAbort);
-    try {
-      for (const [i, img] of images.entries()) decoded.push(await decodeImage(lib.api, img, i));
-      if (options.signal?.aborted) return aborted(timeline, warnings);
-      try {
-        await native.prefill(ctx, prompt, decoded, {
-          addSpecial: options.addSpecial ?? true,
-          parseSpecial: options.parseSpecial ?? true,
-        });
-      } catch (e) {
-        const err = wrap(e, "Cannot evaluate the prompt with images");
-        if (err.code !== "ABORTED") throw err;
-        // what ran before the abort; an image encode it cut short counts the nodes that ran
-        addPrefillStages(timeline, native.output<Partial<PrefillOutput>>(), true);
-        return aborted(timeline, warnings);
-      }
-      const pre = native.output<PrefillOutput>();
-      addPrefillStages(timeline, pre);
-      const encodeStage = timeline.stage("image encode");
-      const mixed = encodeStage && mixedPlacement(encodeStage);
-      if (mixed) warnings.push(mixed);
-      check(timeline);
-      if (options.signal?.aborted) return aborted(timeline, warnings, pre);
-      try {
-        native.genBegin(ctx, sampling);
-      } catch (e) {
-        throw wrap(e, "Cannot generate");
-      }
-      if (options.signal?.aborted) ctx.genAbort();
-      const run = await runSteps<StepOutput>(ctx, {
-        step,
-        onPiece,
-        each: requiredLm
-          ? (out) => checkPlacement(addGenerationStages(new Timeline("chat"), out.stages), requiredLm, devs)
-          : undefined,
-      });
-      addGenerationStages(timeline, run.last.stages);
-      return finish(timeline, warnings, pre, {
-        text: run.text,
-        tokens: run.tokens,
-        stopReason: run.last.stopReason ?? "maxTokens",
-      });
-    } finally {
-      options.signal?.removeEventListener("abort", onAbort);
-      for (const img of decoded) img.free();
-    }
+    const out = await runMedia({
+      model,
+      internals,
+      projector,
+      ctx: internals.context(),
+      prompt,
+      media,
+      options,
+      step: onPiece ? STREAM_STEP : COLLECT_STEP,
+      onPiece,
+      kind: "chat",
+    });
+    return displayable<VisionResult>({
+      text: out.text,
+      tokens: out.tokens,
+      stopReason: out.stopReason,
+      promptTokens: out.pre?.textTokens ?? [],
+      timeline: out.timeline,
+      ...mediaResult(out.pre),
+      warnings: out.warnings,
+    });
   });
   return trackOn(projector, run);
-
-  function finish(
-    timeline: Timeline,
-    warnings: string[],
-    pre: PrefillOutput | null,
-    gen: { text: string; tokens: number[]; stopReason: StopReason },
-  ): VisionResult {
-    timeline.memory = model.info.memory;
-    const start = timeline.stage("image preprocess")?.startMs ?? 0;
-    for (const w of warnings) timeline.events.push({ atMs: start, what: w, kind: "vision" });
-    return displayable({
-      ...gen,
-      promptTokens: pre?.textTokens ?? [],
-      timeline,
-      imageTokens: pre?.imageTokens ?? 0,
-      images: pre?.images ?? [],
-      warnings,
-    });
-  }
-
-  function aborted(timeline: Timeline, warnings: string[], pre: PrefillOutput | null = null): VisionResult {
-    return finish(timeline, warnings, pre, { text: "", tokens: [], stopReason: "aborted" });
-  }
 }
 
-/** The prompt's stages of a prefill output, in order: image preprocess, encode, decode, prompt. */
+/** The prompt's stages of a prefill output, in order: preprocess, encode, decode, prompt. */
 function addPrefillStages(timeline: Timeline, pre: Partial<PrefillOutput>, onlyRun = false): void {
-  for (const name of ["image preprocess", "image encode", "image decode", "prompt"]) {
+  const names = [
+    "image preprocess",
+    "audio preprocess",
+    "image encode",
+    "audio encode",
+    "image decode",
+    "audio decode",
+    "prompt",
+  ];
+  for (const name of names) {
     const stage = pre.stages?.[name];
-    if (stage && (!onlyRun || stage.wallUs > 0)) addNativeStage(timeline, name, stage);
+    if (!stage) continue;
+    // a session's turn shows only what ran (a kept image is not encoded again)
+    const always = name === "prompt" ||
+      (!pre.reused && (name === "image preprocess" || name === "image encode" || name === "image decode"));
+    if ((!onlyRun && always) || stage.wallUs > 0) {
+      addNativeStage(timeline, name, stage, name === "prompt" && pre.reused ? { reused: pre.reused } : undefined);
+    }
   }
 }

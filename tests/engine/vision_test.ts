@@ -368,7 +368,7 @@ Deno.test("bad messages and prompts are typed errors", async () => {
   for (
     const [messages, text] of [
       [[{ role: "user", content: [{ image: TEST_JPEG }, `say ${marker}`] }], "contains the media marker"],
-      [[{ role: "user", content: [{ picture: "x" }] }], "is neither text nor { image }"],
+      [[{ role: "user", content: [{ picture: "x" }] }], "is neither text, { image } nor { audio }"],
       [[{ role: 3, content: [{ image: TEST_JPEG }] }], "needs a string role"],
       [[{ role: "user", content: [{ image: TEST_JPEG }] }, { role: "user", content: 5 }], "needs string content"],
     ] as Array<[unknown[], string]>
