@@ -39,8 +39,8 @@ export const visionSymbols = {
     result: "pointer",
     nonblocking: true,
   },
-  // loupe_image * loupe_audio_from_bytes(loupe_projector * proj, const uint8_t * data, size_t len, char * err, int32_t err_cap)
-  loupe_audio_from_bytes: {
+  // loupe_image * loupe_projector_audio_from_bytes(loupe_projector * proj, const uint8_t * data, size_t len, char * err, int32_t err_cap)
+  loupe_projector_audio_from_bytes: {
     parameters: [
       "pointer", /* loupe_projector * proj */
       "buffer", /* const uint8_t * data */

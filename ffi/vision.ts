@@ -82,7 +82,13 @@ export class NativeImage {
     data: Uint8Array<ArrayBuffer>,
   ): Promise<NativeImage> {
     const err = new Uint8Array(1024);
-    const ptr = await api.loupe_audio_from_bytes(projector.pointer(), data, BigInt(data.length), err, err.length);
+    const ptr = await api.loupe_projector_audio_from_bytes(
+      projector.pointer(),
+      data,
+      BigInt(data.length),
+      err,
+      err.length,
+    );
     if (ptr === null) throw new NativeImageError(errorText(err));
     return new NativeImage(api, ptr);
   }

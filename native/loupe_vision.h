@@ -72,7 +72,7 @@ LOUPE_API loupe_image * loupe_image_from_rgb(uint32_t width, uint32_t height, co
 // projector must have an audio encoder. nonblocking.
 // Returns NULL on failure with the reason in `err`, prefixed by a code: "format: ", "size: ",
 // "corrupt: ", "unsupported: " (no audio encoder) or "state: ".
-LOUPE_API loupe_image * loupe_audio_from_bytes(loupe_projector * proj, const uint8_t * data, size_t len, char * err,
+LOUPE_API loupe_image * loupe_projector_audio_from_bytes(loupe_projector * proj, const uint8_t * data, size_t len, char * err,
                                                int32_t err_cap);
 
 // JSON {width, height, decodeUs, format, audio} (an audio clip: width is its samples, height 1).

@@ -814,7 +814,7 @@ void loupe_image_free(loupe_image * img) {
     delete img;
 }
 
-loupe_image * loupe_audio_from_bytes(loupe_projector * p, const uint8_t * data, size_t len, char * err, int32_t err_cap) {
+loupe_image * loupe_projector_audio_from_bytes(loupe_projector * p, const uint8_t * data, size_t len, char * err, int32_t err_cap) {
     std::string msg;
     try {
         const auto at = [&](size_t i) { return i < len ? data[i] : 0; };
