@@ -15,9 +15,11 @@
 export {
   makeTextModel,
   type ResolvedTextModelOptions,
+  type TextArchitecture,
   type TextModel,
   type TextModelOptions,
 } from "./src/fixtures/text.ts";
+export { type Family, familyFixture, type FamilyName } from "./src/fixtures/families.ts";
 export {
   type GGUFArrayTypeMap,
   type GGUFArrayValue,

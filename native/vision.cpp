@@ -593,10 +593,10 @@ int32_t loupe_projector_load(loupe_projector * p) {
                 return p->set_error(LOUPE_ERR_LOAD, cap.lines.empty() ? "the engine could not load the projector" : cap.lines);
             }
         }
-        if (!mtmd_support_vision(p->mctx)) {
+        if (!mtmd_support_vision(p->mctx) && !mtmd_support_audio(p->mctx)) {
             mtmd_free(p->mctx);
             p->mctx = nullptr;
-            return p->set_error(LOUPE_ERR_LOAD, "the projector has no vision encoder");
+            return p->set_error(LOUPE_ERR_LOAD, "the projector has neither a vision nor an audio encoder");
         }
         p->load_us = now_us() - t0;
         p->progress.store(1.0f);
@@ -622,9 +622,13 @@ int32_t loupe_projector_warmup(loupe_projector * p) {
         if (!p->mctx) {
             return p->set_error(LOUPE_ERR_STATE, "projector is not loaded");
         }
+        // a blank image of the encoder's size, or (an audio-only projector) a second of silence
         const uint32_t side = p->image_size > 0 ? p->image_size : 224;
-        std::vector<unsigned char> gray((size_t) side * side * 3, 128);
-        mtmd::bitmap bm(side, side, gray.data());
+        const bool audio = !mtmd_support_vision(p->mctx);
+        std::vector<unsigned char> gray(audio ? 0 : (size_t) side * side * 3, 128);
+        std::vector<float> silence(audio ? (size_t) std::max(1, mtmd_get_audio_sample_rate(p->mctx)) : 0, 0.0f);
+        mtmd::bitmap bm(audio ? mtmd_bitmap_init_from_audio(silence.size(), silence.data())
+                              : mtmd_bitmap_init(side, side, gray.data()));
         const mtmd_bitmap * bms[] = { bm.ptr.get() };
         mtmd::input_chunks chunks(mtmd_input_chunks_init());
         const std::string marker = mtmd_get_marker(p->mctx);
@@ -640,7 +644,7 @@ int32_t loupe_projector_warmup(loupe_projector * p) {
             stage.wall_us += now_us() - t0;
         }
         for (size_t i = 0; i < chunks.size(); i++) {
-            if (mtmd_input_chunk_get_type(chunks[i]) == MTMD_INPUT_CHUNK_TYPE_IMAGE) {
+            if (mtmd_input_chunk_get_type(chunks[i]) != MTMD_INPUT_CHUNK_TYPE_TEXT) {
                 // cancelling the load cuts the warm-up encode short
                 int32_t rc = encode_chunk(p, chunks[i], stage, p->cancel);
                 if (rc == LOUPE_ERR_ABORTED) {
@@ -686,8 +690,8 @@ const char * loupe_projector_info(loupe_projector * p) {
             // than the tokens) and non-causal attention inside an image
             { "mrope", mtmd_decode_use_mrope(p->mctx) },
             { "nonCausal", mtmd_support_vision(p->mctx) && mtmd_decode_use_non_causal(p->mctx, nullptr) },
-            // the projector types whose images mtmd splits into tiles (slice templates in mtmd.cpp)
-            { "tiles", p->projector_type == "idefics3" || p->projector_type == "minicpmv" ||
+            // the projector types whose images mtmd splits into tiles (its slicing preprocessors in mtmd.cpp)
+            { "tiles", p->projector_type == "idefics3" || p->projector_type == "internvl" || p->projector_type == "minicpmv" ||
                            p->projector_type == "llama4" || p->projector_type == "lfm2" ||
                            p->projector_type == "step3vl" || p->projector_type == "minicpmv4_6" },
             { "threads", p->n_threads },

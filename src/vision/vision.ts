@@ -371,9 +371,15 @@ async function validateProjectorFile(path: string, nEmbd: number): Promise<void>
         `not a multimodal projector (clip); load language models with loadModel`,
     );
   }
-  const vision = file.kv.get("clip.has_vision_encoder");
-  if (vision?.type !== 7 || vision.value !== true) {
-    throw new LoupeError("WRONG_KIND", `${what}: it has no vision encoder (clip.has_vision_encoder is not true)`);
+  const flag = (key: string) => {
+    const v = file.kv.get(key);
+    return v?.type === 7 && v.value === true;
+  };
+  if (!flag("clip.has_vision_encoder") && !flag("clip.has_audio_encoder")) {
+    throw new LoupeError(
+      "WRONG_KIND",
+      `${what}: it has neither a vision nor an audio encoder (clip.has_vision_encoder and clip.has_audio_encoder are not true)`,
+    );
   }
   const type = str("clip.projector_type") ?? str("clip.vision.projector_type") ?? "";
   if (type === "mlp") {
