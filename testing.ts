@@ -20,6 +20,9 @@ export {
   type TextModelOptions,
 } from "./src/fixtures/text.ts";
 export { type Family, familyFixture, type FamilyName } from "./src/fixtures/families.ts";
+export { ensureUltravoxFamily } from "./src/fixtures/projectors/ultravox.ts";
+export { type FamilyFiles, type FamilyFixture, type Modality } from "./src/fixtures/projectors/family.ts";
+export { makeToneWav, type ToneOptions } from "./src/fixtures/audio.ts";
 export {
   type GGUFArrayTypeMap,
   type GGUFArrayValue,

@@ -288,6 +288,12 @@ export interface ProjectorLike {
     patchSize: number;
     threads: number;
     loadUs: number;
+    vision?: boolean;
+    audio?: boolean;
+    audioSampleRate?: number;
+    mrope?: boolean;
+    nonCausal?: boolean;
+    tiles?: boolean;
   };
   /** "projector load" and the measured "projector warm-up". */
   loadTimeline: TimelineLike;
@@ -309,11 +315,32 @@ export function projectorView(p: ProjectorLike): View {
   const facts: Array<[string, string]> = [
     ["projector", `${i.projectorType} (${p.path.split("/").pop()})`],
     ["device", `${i.device}${i.gpu ? "" : " (GPU not allowed)"}`],
-    ["image", `${i.imageSize}×${i.imageSize} px, patches of ${i.patchSize} px`],
+    [
+      "inputs",
+      [i.vision !== false ? "images" : "", i.audio ? `audio at ${i.audioSampleRate} Hz` : ""].filter(Boolean).join(
+        ", ",
+      ),
+    ],
+  ];
+  if (i.vision !== false) {
+    facts.push([
+      "image",
+      `${i.imageSize}×${i.imageSize} px, patches of ${i.patchSize} px${i.tiles ? ", large images in tiles" : ""}`,
+    ]);
+    facts.push([
+      "image tokens",
+      i.mrope
+        ? "M-RoPE: fewer positions than tokens (no context shift)"
+        : i.nonCausal
+        ? "non-causal attention inside an image"
+        : "causal, one position each",
+    ]);
+  }
+  facts.push(
     ["embedding width", String(i.nEmbd)],
     ["CPU threads", String(i.threads)],
     ["load", `${formatMs(i.loadUs / 1000)} ms`],
-  ];
+  );
   if (p.requireDevice) facts.push(["requireDevice", p.requireDevice]);
   for (const w of p.warnings) facts.push(["warning", w]);
   if (p.closed) facts.push(["state", "closed"]);

@@ -15,6 +15,7 @@ import { IDEFICS3_FAMILY } from "../../src/fixtures/projectors/idefics3.ts";
 import { INTERNVL_FAMILY } from "../../src/fixtures/projectors/internvl.ts";
 import { ULTRAVOX_FAMILY } from "../../src/fixtures/projectors/ultravox.ts";
 import { makeToneWav } from "../../src/fixtures/audio.ts";
+import { DISPLAY, type MimeBundle } from "../../display.ts";
 
 const tmp = await Deno.makeTempDir({ prefix: "loupe-families-test-" });
 const greedy = { temperature: 0 } as const;
@@ -128,6 +129,11 @@ for (const fam of IMAGE_FAMILIES) {
     assertEquals(info.mrope, fam.name.startsWith("qwen"), "M-RoPE for the Qwen families");
     assertEquals(info.nonCausal, fam.name === "gemma3", "non-causal image tokens for Gemma 3");
     assertEquals(info.tiles, fam.name === "idefics3" || fam.name === "internvl", "tiles for idefics3 and InternVL");
+    // the projector's view says the same
+    const shown = String((await projector[DISPLAY]() as MimeBundle)["text/plain"]);
+    const placement = info.mrope ? "M-RoPE" : info.nonCausal ? "non-causal" : "causal, one position each";
+    assert(shown.includes(placement) && shown.includes(info.projectorType), shown);
+    assertEquals(shown.includes("large images in tiles"), info.tiles, shown);
     const msg = [{ role: "user", content: [{ image: picture(64, 64, 9) }, "What is it?"] }];
     const ok = await model.chat(msg, { ...greedy, maxTokens: 2, requireDevice: "cpu" });
     assert(ok.timeline.stage("image encode")!.devices.CPU, "the encoder ran on the CPU");
