@@ -270,7 +270,7 @@ int32_t keep_cells(loupe_ctx * c, int32_t n_keep) {
     if (!llama_memory_seq_rm(llama_get_memory(c->ctx), 0, pos, -1)) {
         clear_cache(c);  // a memory that cannot drop a part (recurrent): start over
         llama_memory_clear(llama_get_memory(c->ctx), true);
-        return -1;
+        return 0;
     }
     c->history.resize((size_t) n_keep);
     while (!c->media.empty() && c->media.back().start >= n_keep) {

@@ -212,7 +212,7 @@ struct loupe_ctx : loupe::error_holder, loupe::measured {
     bool shift_unsettled = false;                 // a shift whose K-rotation has not run yet
     int32_t n_keep = 0;                           // tokens a shift never drops
     std::vector<int32_t> turn_starts;             // token indexes where a turn begins
-    std::vector<std::pair<int32_t, int32_t>> atomic;  // [start, end) ranges a shift never cuts
+    std::vector<std::pair<int32_t, int32_t>> atomic;  // [start, end) ranges a shift never cuts (besides media)
     int32_t reused = 0;                           // tokens kept from the cache by this call
     int64_t begin_us = 0;                         // when this call began
     json events = json::array();                  // this call's context shifts
@@ -259,7 +259,7 @@ bool positions_are_cells(const loupe_ctx * c);
 void clear_cache(loupe_ctx * c);
 
 // Keeps the first `n_keep` cells of the cache and drops the rest (a cut inside a media span moves
-// to its start). Returns the cells kept, or -1 when the memory cannot drop a part (then it is
+// to its start). Returns the cells kept: 0 when the memory cannot drop a part (then it is
 // cleared: a recurrent model's memory starts over).
 int32_t keep_cells(loupe_ctx * c, int32_t n_keep);
 

@@ -20,6 +20,16 @@ constexpr uint32_t kVersion = 1;
 // A header larger than this is not one we wrote.
 constexpr uint32_t kMaxHeader = 256u << 20;
 
+// The spans a shift never cuts: the given atomic spans and the media in the cache.
+std::vector<std::pair<int32_t, int32_t>> uncuttable(const loupe_ctx * c,
+                                                    const std::vector<std::pair<int32_t, int32_t>> & atomic) {
+    std::vector<std::pair<int32_t, int32_t>> out = atomic;
+    for (const auto & m : c->media) {
+        out.push_back({ m.start, m.end });
+    }
+    return out;
+}
+
 // The first kept index after the head: the shift drops [keep, p).
 struct cut_plan {
     int32_t p = 0;
@@ -48,7 +58,7 @@ bool plan_cut(const loupe_ctx * c, int32_t keep, int32_t len, int32_t d_min, int
     }
     for (bool moved = true; moved;) {
         moved = false;
-        for (const auto & [s, e] : c->atomic) {
+        for (const auto & [s, e] : uncuttable(c, c->atomic)) {
             if (s < out.p && out.p < e) {
                 if (e <= len - 1) {
                     out.p = e;  // drop the whole span
@@ -299,11 +309,12 @@ int32_t loupe_ctx_session_begin(loupe_ctx * c, const char * params_json, const i
             if (i > 0 && spans[i].first < spans[i - 1].second) {
                 return c->set_error(LOUPE_ERR_INVALID, "atomic spans overlap");
             }
-            if (spans[i].first < n_keep && n_keep < spans[i].second) {
+        }
+        for (const auto & [s, e] : uncuttable(c, spans)) {
+            if (s < n_keep && n_keep < e) {
                 return c->set_error(LOUPE_ERR_INVALID, "nKeep (" + std::to_string(n_keep) +
                                                            ") ends inside an atomic span (an image) [" +
-                                                           std::to_string(spans[i].first) + ", " +
-                                                           std::to_string(spans[i].second) + ")");
+                                                           std::to_string(s) + ", " + std::to_string(e) + ")");
             }
         }
 
@@ -315,18 +326,9 @@ int32_t loupe_ctx_session_begin(loupe_ctx * c, const char * params_json, const i
         }
         n_common = std::max(std::min(n_common, n_tokens - 1), 0);
         n_common = keep_cells(c, n_common);  // a cut inside an image moves to its start
-        if (n_common < 0) {
-            n_common = 0;
-        }
         if (n_common < n_media_prefix) {
             return c->set_error(LOUPE_ERR_INVALID, "the prompt reuses an image the cache no longer holds");
         }
-        // the reused media's spans stay (the caller's atomic spans describe the rest)
-        for (const auto & m : c->media) {
-            spans.push_back({ m.start, m.end });
-        }
-        std::sort(spans.begin(), spans.end());
-        spans.erase(std::unique(spans.begin(), spans.end()), spans.end());
 
         begin_generation(c, p, tokens + n_common, n_tokens - n_common);
         c->reused = n_common;
@@ -436,7 +438,6 @@ int32_t loupe_ctx_save(loupe_ctx * c, const char * path, const char * meta_json)
                         { "contextShift", c->shift_enabled },
                         { "turns", turns },
                         { "atomic", spans },
-                        { "nPos", c->n_past },
                         { "media", media } };
         std::string header = json{ { "native", native }, { "meta", meta } }.dump();
         std::vector<uint8_t> state(llama_state_get_size(c->ctx));

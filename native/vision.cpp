@@ -941,16 +941,12 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
             c->n_keep = 0;
             c->shift_enabled = false;
         }
-        p->stages.erase("image preprocess");
-        p->stages.erase("image encode");
-        p->stages.erase("audio preprocess");
-        p->stages.erase("audio encode");
-        bool any_audio = false;
-        for (const auto * b : bitmaps) {
-            any_audio = any_audio || mtmd_bitmap_is_audio(b);
+        for (auto it = p->stages.begin(); it != p->stages.end();) {  // the warm-up stays
+            it = it->first == "projector warm-up" ? std::next(it) : p->stages.erase(it);
         }
-        const bool any_image = bitmaps.size() > (size_t) std::count_if(bitmaps.begin(), bitmaps.end(), mtmd_bitmap_is_audio);
-        stage_stats & preprocess = p->stages[any_image || !any_audio ? "image preprocess" : "audio preprocess"];
+        const size_t n_clips = (size_t) std::count_if(bitmaps.begin(), bitmaps.end(), mtmd_bitmap_is_audio);
+        const bool only_audio = n_clips > 0 && n_clips == bitmaps.size();
+        stage_stats & preprocess = p->stages[only_audio ? "audio preprocess" : "image preprocess"];
         stage_stats & encode = p->stages["image encode"];
         stage_stats & audio_encode = p->stages["audio encode"];
         stage_stats & image_decode = c->stages["image decode"];
@@ -961,16 +957,13 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
         auto record = [&](json out) {
             json stages = json::object();
             for (const auto & [name, st] : p->stages) {
-                if (name != "projector warm-up" && (st.graphs > 0 || st.wall_us > 0 || name == "image preprocess" ||
-                                                    name == "image encode")) {
+                if (name != "projector warm-up") {
                     stages[name] = stage_json(st, p->devices);
                 }
             }
-            stages["image decode"] = stage_json(image_decode, c->devices);
-            if (any_audio) {
-                stages["audio decode"] = stage_json(audio_decode, c->devices);
+            for (const auto & [name, st] : c->stages) {
+                stages[name] = stage_json(st, c->devices);
             }
-            stages["prompt"] = stage_json(prompt_stage, c->devices);
             out["stages"] = stages;
             p->output = out.dump();
         };
@@ -1091,7 +1084,7 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
             return p->set_error(LOUPE_ERR_CONTEXT,
                                 "the prompt has " + std::to_string(cells.size()) + " tokens (" + std::to_string(n_text) +
                                     " of text and " + std::to_string(n_image + n_audio) + " for " +
-                                    std::to_string(bitmaps.size()) + (any_audio ? " media" : " image(s)") +
+                                    std::to_string(bitmaps.size()) + (n_clips > 0 ? " media" : " image(s)") +
                                     ") but the context holds " + std::to_string(n_ctx) +
                                     " (including one token to generate); an image's tokens are never cut");
         }
@@ -1125,9 +1118,6 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
             }
             n_common = std::min(n_common, (int32_t) cells.size() - 1);  // the last token is evaluated again
             n_common = keep_cells(c, n_common);
-            if (n_common < 0) {
-                n_common = 0;
-            }
             c->reused = n_common;
             std::vector<int32_t> turns;
             for (int32_t t : c->turn_starts) {
@@ -1220,11 +1210,10 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
             decode.graphs += (n_tokens + n_batch - 1) / n_batch;
             decode.tokens += n_tokens;
             // the history mirrors the KV cache cell by cell: a medium's cells hold -1 (never a
-            // token, so text prefix reuse stops there) and form a span a shift never cuts; its
-            // positions may be fewer than its cells (M-RoPE)
+            // token), and its span (which a shift never cuts) may take fewer positions than
+            // cells (M-RoPE)
             const int32_t start = n_cells(c);
             c->history.resize(c->history.size() + (size_t) n_tokens, -1);
-            c->atomic.push_back({ start, n_cells(c) });
             std::string key;
             for (const auto & sp : spans) {
                 if (sp.start == first) {
