@@ -8,6 +8,7 @@
  */
 import { type GGUFFile, GGUFFormatError, GGUFValueType, readGGUFFile } from "./gguf.ts";
 import { LoupeError } from "../util/errors.ts";
+import { statFile } from "../util/files.ts";
 
 /** llama.cpp's LLAMA_MAX_LAYERS (src/llama-hparams.h). */
 export const LLAMA_MAX_LAYERS = 512;
@@ -115,14 +116,7 @@ export async function readCheckedHeader(path: string, info: Deno.FileInfo): Prom
 /** Checks a model path before the engine sees it: exists, is a file, is a well-formed GGUF. Returns the parsed header. */
 export async function validateModelFile(path: string): Promise<GGUFFile> {
   const what = `Cannot load model "${path}"`;
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.stat(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new LoupeError("NOT_FOUND", `${what}: no such file`, { cause: e });
-    throw new LoupeError("NOT_FOUND", `${what}: ${(e as Error).message}`, { cause: e });
-  }
-  if (!info.isFile) throw new LoupeError("NOT_A_FILE", `${what}: it is a directory, not a file`);
+  const info = await statFile(path, what);
   try {
     // the header, checked for values the engine would abort the process on (remembered per file)
     return await readCheckedHeader(path, info);

@@ -48,7 +48,6 @@ import {
   mediaResult,
   projectorOf,
   runMedia,
-  trackMedia,
   type VisionMessage,
   type VisionResult,
 } from "../vision/vision.ts";
@@ -729,25 +728,21 @@ export class Session extends Resource {
     this.#running++;
     let out;
     try {
-      const projector = projectorOf(this.model);
-      out = await trackMedia(
-        projector,
-        runMedia({
-          model: this.model,
-          internals: this.#internals,
-          projector,
-          ctx: this.#native.context,
-          prompt: turnText,
-          media,
-          options: { ...options, addSpecial: prefix.length === 0 && (options.addSpecial ?? true) },
-          step,
-          onPiece,
-          kind: "session.chat",
-          timeline,
-          session: { prefix, turns, contextShift: this.contextShift, nKeep: keep },
-          each: (o) => (last = o as SessionStepOutput),
-        }),
-      );
+      out = await runMedia({
+        model: this.model,
+        internals: this.#internals,
+        projector: projectorOf(this.model),
+        ctx: this.#native.context,
+        prompt: turnText,
+        media,
+        options: { ...options, addSpecial: prefix.length === 0 && (options.addSpecial ?? true) },
+        step,
+        onPiece,
+        kind: "session.chat",
+        timeline,
+        session: { prefix, turns, contextShift: this.contextShift, nKeep: keep },
+        each: (o) => (last = o as SessionStepOutput),
+      });
     } finally {
       this.#running--;
       const pending = last?.pending ?? null;

@@ -30,6 +30,7 @@ import { NativeImage, NativeImageError, NativeProjector } from "../../ffi/vision
 import { NativeError } from "../../ffi/util.ts";
 import { LoupeError, type LoupeErrorCode } from "../util/errors.ts";
 import { wrap } from "../util/native_error.ts";
+import { statFile } from "../util/files.ts";
 import { assertDeviceAvailable, type Device } from "../engine/engine.ts";
 import { GGUFFormatError, readGGUFFile } from "../gguf/gguf.ts";
 import { addDownloadStage, fetchForLoad } from "../hub/resolve.ts";
@@ -333,19 +334,7 @@ const CODE_OF_IMAGE_ERROR: Record<string, LoupeErrorCode> = {
 /** Checks a projector file before the engine sees it. */
 async function validateProjectorFile(path: string, nEmbd: number): Promise<void> {
   const what = `Cannot load projector "${path}"`;
-  let stat: Deno.FileInfo;
-  try {
-    stat = await Deno.stat(path);
-  } catch (e) {
-    throw new LoupeError(
-      "NOT_FOUND",
-      `${what}: ${e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message}`,
-      {
-        cause: e,
-      },
-    );
-  }
-  if (!stat.isFile) throw new LoupeError("NOT_A_FILE", `${what}: it is a directory, not a file`);
+  await statFile(path, what);
   let file;
   try {
     file = await readGGUFFile(path);
@@ -687,31 +676,6 @@ function mediaLabel(media: MediaInput, i: number): string {
   return `${what} (raw ${input.width}x${input.height})`;
 }
 
-/** Checks that a path names a plain file: NOT_FOUND or NOT_A_FILE otherwise. */
-async function checkFile(path: string, what: string): Promise<void> {
-  let stat: Deno.FileInfo;
-  try {
-    stat = await Deno.stat(path);
-  } catch (e) {
-    throw new LoupeError(
-      "NOT_FOUND",
-      `${what}: ${e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message}`,
-    );
-  }
-  if (!stat.isFile) {
-    const kind = stat.isDirectory
-      ? "a directory"
-      : stat.isFifo
-      ? "a FIFO"
-      : stat.isCharDevice || stat.isBlockDevice
-      ? "a device"
-      : stat.isSocket
-      ? "a socket"
-      : "not a regular file";
-    throw new LoupeError("NOT_A_FILE", `${what}: it is ${kind}, not a file`);
-  }
-}
-
 /** Decodes one image or clip with the engine's decoders; typed errors. */
 async function decodeMedia(
   api: Parameters<typeof NativeImage.fromRgb>[0],
@@ -729,7 +693,7 @@ async function decodeMedia(
     if (media.kind === "audio") {
       let bytes: Uint8Array<ArrayBuffer>;
       if (typeof media.input === "string") {
-        await checkFile(media.input, what);
+        await statFile(media.input, what);
         bytes = await Deno.readFile(media.input);
       } else {
         bytes = owned(media.input);
@@ -738,7 +702,7 @@ async function decodeMedia(
     }
     const image = media.input;
     if (typeof image === "string") {
-      await checkFile(image, what);
+      await statFile(image, what);
       return await NativeImage.fromFile(api, image);
     }
     if (image instanceof Uint8Array) return await NativeImage.fromBytes(api, owned(image));
@@ -803,9 +767,14 @@ export interface MediaOutcome {
 /**
  * Evaluates a prompt with images or audio and generates from it: decodes the media, evaluates
  * the prompt in the projector's turn (one prompt at a time per projector), checks placement per
- * stage, then runs the token loop. Runs inside the caller's queue.
+ * stage, then runs the token loop. Runs inside the caller's queue, as one of the projector's
+ * calls: its close() frees the encoder only after it.
  */
-export async function runMedia(call: MediaCall): Promise<MediaOutcome> {
+export function runMedia(call: MediaCall): Promise<MediaOutcome> {
+  return trackOn(call.projector, mediaCall(call));
+}
+
+async function mediaCall(call: MediaCall): Promise<MediaOutcome> {
   const { projector, options, ctx, internals } = call;
   const sampling = samplingParams(options);
   const native = nativeOf(projector);
@@ -899,11 +868,6 @@ export async function runMedia(call: MediaCall): Promise<MediaOutcome> {
   }
 }
 
-/** Runs a media call as one of the projector's calls: its close() waits for it. */
-export function trackMedia<T>(projector: Projector, run: Promise<T>): Promise<T> {
-  return trackOn(projector, run);
-}
-
 /** The result fields of a media call's prompt. */
 export function mediaResult(
   pre: PrefillOutput | null,
@@ -941,7 +905,7 @@ export function visionChat(
   } catch (e) {
     return Promise.reject(e);
   }
-  const run = internals.serial(async () => {
+  return internals.serial(async () => {
     const out = await runMedia({
       model,
       internals,
@@ -964,27 +928,21 @@ export function visionChat(
       warnings: out.warnings,
     });
   });
-  return trackOn(projector, run);
 }
 
-/** The prompt's stages of a prefill output, in order: preprocess, encode, decode, prompt. */
+/**
+ * The prompt's stages of a prefill output, in order: preprocess, encode, decode, prompt. A
+ * medium's stages are shown when the prompt has that medium; a session's turn, and a call cut
+ * short (`onlyRun`), show only what ran (a kept image is not encoded again).
+ */
 function addPrefillStages(timeline: Timeline, pre: Partial<PrefillOutput>, onlyRun = false): void {
-  const names = [
-    "image preprocess",
-    "audio preprocess",
-    "image encode",
-    "audio encode",
-    "image decode",
-    "audio decode",
-    "prompt",
-  ];
-  for (const name of names) {
+  const kinds = new Set<string>(pre.chunks?.map((c) => c.type));
+  const names = ["preprocess", "encode", "decode"].flatMap((step) => [`image ${step}`, `audio ${step}`]);
+  for (const name of [...names, "prompt"]) {
     const stage = pre.stages?.[name];
     if (!stage) continue;
-    // a session's turn shows only what ran (a kept image is not encoded again)
-    const always = name === "prompt" ||
-      (!pre.reused && (name === "image preprocess" || name === "image encode" || name === "image decode"));
-    if ((!onlyRun && always) || stage.wallUs > 0) {
+    const expected = !onlyRun && (name === "prompt" || (!pre.reused && kinds.has(name.split(" ")[0])));
+    if (expected || stage.wallUs > 0) {
       addNativeStage(timeline, name, stage, name === "prompt" && pre.reused ? { reused: pre.reused } : undefined);
     }
   }
