@@ -13,15 +13,20 @@
  * @module
  */
 export {
+  type AddedToken,
   makeTextModel,
   type ResolvedTextModelOptions,
   type TextArchitecture,
   type TextModel,
   type TextModelOptions,
 } from "./src/fixtures/text.ts";
-export { type Family, familyFixture, type FamilyName } from "./src/fixtures/families.ts";
-export { ensureUltravoxFamily } from "./src/fixtures/projectors/ultravox.ts";
-export { type FamilyFiles, type FamilyFixture, type Modality } from "./src/fixtures/projectors/family.ts";
+export { type AnyFamilyName, type Family, familyFixture, type FamilyName } from "./src/fixtures/families.ts";
+export {
+  type CachedFamily,
+  type FamilyFiles,
+  type FamilyFixture,
+  type Modality,
+} from "./src/fixtures/projectors/family.ts";
 export { makeToneWav, type ToneOptions } from "./src/fixtures/audio.ts";
 export {
   type GGUFArrayTypeMap,

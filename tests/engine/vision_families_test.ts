@@ -9,11 +9,7 @@ import { assert, assertEquals, assertRejects } from "../support/assert.ts";
 import { build, closesWithBlankLine, runLoggedTool, THREADS } from "../support/helpers.ts";
 import { encodePng, picture } from "../support/vision_images.ts";
 import { loadModel, LoupeError, type Model, PlacementError, type VisionMessage } from "../../mod.ts";
-import { familyFixture, type FamilyName } from "../../src/fixtures/families.ts";
-import { ensureFamily as ensureRecipe, type FamilyRecipe } from "../../src/fixtures/projectors/family.ts";
-import { IDEFICS3_FAMILY } from "../../src/fixtures/projectors/idefics3.ts";
-import { INTERNVL_FAMILY } from "../../src/fixtures/projectors/internvl.ts";
-import { ULTRAVOX_FAMILY } from "../../src/fixtures/projectors/ultravox.ts";
+import { familyFixture } from "../../src/fixtures/families.ts";
 import { makeToneWav } from "../../src/fixtures/audio.ts";
 import { DISPLAY, type MimeBundle } from "../../display.ts";
 
@@ -28,11 +24,11 @@ interface Pair {
 
 /** The image families: how to get the pair, and whether its token count follows the image's size. */
 const IMAGE_FAMILIES: Array<{ name: string; pair: () => Promise<Pair>; dynamic: boolean }> = [
-  { name: "qwen2vl", pair: () => familyFixture("qwen2vl" as FamilyName), dynamic: true },
-  { name: "qwen25vl", pair: () => familyFixture("qwen25vl" as FamilyName), dynamic: true },
-  { name: "gemma3", pair: () => familyFixture("gemma3" as FamilyName), dynamic: false },
-  { name: "idefics3", pair: () => ensureRecipe(IDEFICS3_FAMILY as FamilyRecipe), dynamic: true },
-  { name: "internvl", pair: () => ensureRecipe(INTERNVL_FAMILY as FamilyRecipe), dynamic: true },
+  { name: "qwen2vl", pair: () => familyFixture("qwen2vl"), dynamic: true },
+  { name: "qwen25vl", pair: () => familyFixture("qwen25vl"), dynamic: true },
+  { name: "gemma3", pair: () => familyFixture("gemma3"), dynamic: false },
+  { name: "idefics3", pair: () => familyFixture("smolvlm"), dynamic: true },
+  { name: "internvl", pair: () => familyFixture("internvl"), dynamic: true },
 ];
 
 async function writeTemp(name: string, bytes: Uint8Array): Promise<string> {
@@ -148,7 +144,7 @@ for (const fam of IMAGE_FAMILIES) {
 Deno.test("idefics3: an image becomes a grid of tiles plus the overview, by its shape", async () => {
   // the fixture has clip.vision.preproc_image_size (as current SmolVLM conversions): mtmd scales
   // every image to a longest edge of 192 pixels, so the grid follows the aspect ratio
-  const pair = await ensureRecipe(IDEFICS3_FAMILY as FamilyRecipe);
+  const pair = await familyFixture("smolvlm");
   await using model = await loadModel(pair.model, { threads: THREADS, progress: false, contextSize: 4096 });
   await model.loadProjector(pair.projector);
   const chat = (w: number, h: number) =>
@@ -161,7 +157,7 @@ Deno.test("idefics3: an image becomes a grid of tiles plus the overview, by its 
 });
 
 Deno.test("ultravox audio: a WAV the test makes equals llama-mtmd-cli --audio; bad audio is typed", async () => {
-  const pair = await ensureRecipe(ULTRAVOX_FAMILY as FamilyRecipe);
+  const pair = await familyFixture("ultravox");
   await using model = await loadModel(pair.model, { threads: THREADS, progress: false, contextSize: 4096 });
   const projector = await model.loadProjector(pair.projector);
   assert(projector.info.audio && projector.info.audioSampleRate === 16000, JSON.stringify(projector.info));
@@ -218,7 +214,7 @@ Deno.test("ultravox audio: a WAV the test makes equals llama-mtmd-cli --audio; b
 });
 
 Deno.test("audio given to an image-only projector is INVALID_ARGUMENT", async () => {
-  const pair = await familyFixture("gemma3" as FamilyName);
+  const pair = await familyFixture("gemma3");
   await using model = await loadModel(pair.model, { threads: THREADS, progress: false });
   await model.loadProjector(pair.projector);
   const e = await assertRejects(
@@ -235,7 +231,7 @@ Deno.test("audio given to an image-only projector is INVALID_ARGUMENT", async ()
 
 for (const name of ["qwen2vl", "gemma3"] as const) {
   Deno.test(`${name}: a session's image conversation equals one chat(); a later turn does not encode again; save/restore`, async () => {
-    const pair = await familyFixture(name as FamilyName);
+    const pair = await familyFixture(name);
     await using model = await loadModel(pair.model, { threads: THREADS, progress: false, contextSize: 4096 });
     await model.loadProjector(pair.projector);
     const img1 = await writeTemp(`${name}-s1.png`, await encodePng(picture(112, 84, 3)));
@@ -274,7 +270,7 @@ for (const name of ["qwen2vl", "gemma3"] as const) {
 }
 
 Deno.test("qwen2vl: an image that cannot fit is CONTEXT_OVERFLOW before any encode; a full context is contextFull", async () => {
-  const pair = await familyFixture("qwen2vl" as FamilyName);
+  const pair = await familyFixture("qwen2vl");
   const big = await writeTemp("big.png", await encodePng(picture(448, 448, 5)));
   {
     await using model = await loadModel(pair.model, { threads: THREADS, progress: false, contextSize: 256 });

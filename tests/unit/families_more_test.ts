@@ -5,13 +5,13 @@ import { assert, assertEquals, assertThrows } from "../support/assert.ts";
 import { type GGUFFile, readGGUFFile } from "../../src/gguf/gguf.ts";
 import { ensureSource } from "../../native/build/engine.ts";
 import {
+  ensureFamily,
   type FamilyFiles,
   type FamilyRecipe,
-  type FixtureTensor,
   writeFamily,
 } from "../../src/fixtures/projectors/family.ts";
+import type { ProjectorTensor } from "../../src/fixtures/vision.ts";
 import {
-  ensureIdefics3Family,
   IDEFICS3_FAMILY,
   idefics3Grid,
   idefics3Tensors,
@@ -70,7 +70,7 @@ function kv(file: GGUFFile, key: string): unknown {
 }
 
 /** The projector's tensors are `expected`, in order and shape, and its output is the text model's width. */
-function checkTensors(projector: GGUFFile, expected: FixtureTensor[], model: GGUFFile, out: string, axis: number) {
+function checkTensors(projector: GGUFFile, expected: ProjectorTensor[], model: GGUFFile, out: string, axis: number) {
   assertEquals(projector.tensors.map((t) => t.name), expected.map((t) => t.name));
   for (const [i, t] of projector.tensors.entries()) assertEquals(t.dims.map(Number), expected[i].dims, t.name);
   const width = Number(projector.tensors.find((t) => t.name === out)!.dims[axis]);
@@ -232,16 +232,17 @@ Deno.test("an idefics3 projector without a longest edge leaves clip.vision.prepr
 
 Deno.test("a family in the cache is made once and found again by its key", async () => {
   await withTempDir(async (dir) => {
-    const a = await ensureIdefics3Family(VOCAB_DIR, dir);
+    const a = await ensureFamily(IDEFICS3_FAMILY, VOCAB_DIR, dir);
     const mtime = (await Deno.stat(a.model)).mtime!.getTime();
-    const b = await ensureIdefics3Family(VOCAB_DIR, dir);
-    assertEquals(b, a);
+    const b = await ensureFamily(IDEFICS3_FAMILY, VOCAB_DIR, dir);
+    assertEquals([a.regenerated, b.regenerated], [true, false]);
+    assertEquals({ ...b, regenerated: true }, a);
     assertEquals((await Deno.stat(b.model)).mtime!.getTime(), mtime, "not written again");
     assertEquals(a.model, join(dir, "family-smolvlm.gguf"));
     assertEquals(a.projector, join(dir, "family-smolvlm-mmproj.gguf"));
     // a damaged file is made again
     await Deno.truncate(a.projector, 100);
-    const c = await ensureIdefics3Family(VOCAB_DIR, dir);
+    const c = await ensureFamily(IDEFICS3_FAMILY, VOCAB_DIR, dir);
     assertEquals(c.projectorSha256, a.projectorSha256);
     assertEquals((await Deno.stat(c.projector)).size > 100, true);
   });
