@@ -158,12 +158,11 @@ namespace loupe {
 
 // An image's (or an audio clip's) cells in the KV cache: [start, end) cells, at `n_pos`
 // positions (fewer than its cells under M-RoPE, where a whole image shares one temporal
-// position), and a key that identifies its contents (prefix reuse compares keys).
+// position).
 struct media_span {
-    int32_t     start = 0;
-    int32_t     end   = 0;
-    int32_t     n_pos = 0;
-    std::string key;
+    int32_t start = 0;
+    int32_t end   = 0;
+    int32_t n_pos = 0;
 };
 
 }  // namespace loupe

@@ -91,8 +91,9 @@ LOUPE_API void loupe_image_free(loupe_image * image);
 // an image's tokens at fewer positions than cells). Stages: "image preprocess" (or "audio
 // preprocess"), "image encode", "audio encode", "image decode", "audio decode", "prompt".
 // Without `reuse` the KV cache is cleared first; with it (a session) the longest common prefix
-// of cells is kept, media compared by a hash of their contents, and only the rest is evaluated:
-// a kept medium is not encoded again. Afterwards the KV cache holds the whole prompt and the last
+// of cells is kept and only the rest is evaluated: params `prefix` (the cells before the new
+// text, -1 where the cache holds a medium) keeps those media, which are not encoded again; a
+// medium of the new text is never taken for a cached one. Afterwards the KV cache holds the whole prompt and the last
 // logits are ready for loupe_ctx_vision_gen_begin. The context's history (loupe_session.h) holds
 // -1 at a medium's cells, and each medium is an atomic span. The prompt must end with text; a
 // prompt whose cells do not fit the context is refused before anything is evaluated (a medium's

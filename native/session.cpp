@@ -424,7 +424,7 @@ int32_t loupe_ctx_save(loupe_ctx * c, const char * path, const char * meta_json)
         json turns = c->turn_starts;
         json media = json::array();
         for (const auto & m : c->media) {
-            media.push_back({ { "start", m.start }, { "end", m.end }, { "nPos", m.n_pos }, { "key", m.key } });
+            media.push_back({ { "start", m.start }, { "end", m.end }, { "nPos", m.n_pos } });
         }
         json spans = json::array();
         for (const auto & [s, e] : c->atomic) {
@@ -533,8 +533,7 @@ char * loupe_ctx_load(loupe_ctx * c, const char * path) {
         int32_t n_pos = (int32_t) history.size();
         std::vector<bool> in_media(history.size(), false);
         for (const auto & m : native.value("media", json::array())) {
-            media_span s{ m.at("start").get<int32_t>(), m.at("end").get<int32_t>(), m.at("nPos").get<int32_t>(),
-                          m.at("key").get<std::string>() };
+            media_span s{ m.at("start").get<int32_t>(), m.at("end").get<int32_t>(), m.at("nPos").get<int32_t>() };
             if (s.start < (media.empty() ? 0 : media.back().end) || s.end <= s.start ||
                 s.end > (int32_t) history.size() || s.n_pos < 1 || s.n_pos > s.end - s.start) {
                 return c->set_error(LOUPE_ERR_INVALID, "the session file's media list is invalid");

@@ -972,23 +972,6 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
             return p->set_error(LOUPE_ERR_ABORTED, "aborted");
         };
 
-        // each medium's key: a hash of its contents (prefix reuse compares keys, never pixels)
-        for (size_t i = 0; i < bitmaps.size(); i++) {
-            const mtmd_bitmap * b = bitmaps[i];
-            uint64_t h = 1469598103934665603ull;
-            auto mix = [&](const unsigned char * d, size_t n) {
-                for (size_t k = 0; k < n; k++) {
-                    h = (h ^ d[k]) * 1099511628211ull;
-                }
-            };
-            const uint32_t dims[3] = { mtmd_bitmap_get_nx(b), mtmd_bitmap_get_ny(b), mtmd_bitmap_is_audio(b) ? 1u : 0u };
-            mix(reinterpret_cast<const unsigned char *>(dims), sizeof(dims));
-            mix(mtmd_bitmap_get_data(b), mtmd_bitmap_get_n_bytes(b));
-            char key[32];
-            std::snprintf(key, sizeof(key), "%016llx", (unsigned long long) h);
-            mtmd_bitmap_set_id(images[i]->bitmap, key);
-        }
-
         // tokenize: text is tokenized, images are preprocessed (resized, normalized), audio turned into mel frames
         mtmd::input_chunks chunks(mtmd_input_chunks_init());
         {
@@ -1010,9 +993,7 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
         json chunk_list = json::array();
         json text_tokens = json::array();
         std::vector<llama_token> cells;
-        std::vector<media_span> spans;
         std::vector<int32_t> chunk_start;
-        std::map<std::string, int> seen;
         // a session's turn: the cells before the new text (what the cache holds, the token sampled
         // last, a reply's closing); -1 only where the cache holds a medium, kept as it is
         const std::vector<llama_token> prefix = params.value("prefix", std::vector<llama_token>());
@@ -1035,7 +1016,6 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
                                                                std::to_string(k) +
                                                                " is out of range and not a medium the cache holds");
                 }
-                spans.push_back(c->media[mi]);
                 k = (size_t) c->media[mi].end;
                 mi++;
             }
@@ -1065,9 +1045,6 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
             const bool audio = type == MTMD_INPUT_CHUNK_TYPE_AUDIO;
             (audio ? n_audio : n_image) += n;
             chunk_list.push_back({ { "type", audio ? "audio" : "image" }, { "tokens", n }, { "positions", n_pos } });
-            const std::string id = mtmd_input_chunk_get_id(ch);
-            const std::string key = id + "/" + std::to_string(seen[id]++);
-            spans.push_back({ (int32_t) cells.size(), (int32_t) (cells.size() + n), (int32_t) n_pos, key });
             cells.insert(cells.end(), (size_t) n, -1);
         }
         preprocess.tokens += n_image + n_audio;
@@ -1089,32 +1066,14 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
                                     " (including one token to generate); an image's tokens are never cut");
         }
 
-        // a session keeps the longest common prefix: text tokens equal, media equal by key
+        // a session keeps the longest common prefix of cells: the prefix's media are the cache's
+        // own (checked above); a new medium is never taken for a cached one
         int32_t n_common = 0;
         if (reuse) {
             const int32_t n_hist = n_cells(c);
-            size_t mi = 0;
-            size_t si = 0;
-            while (n_common < n_hist && n_common < (int32_t) cells.size()) {
-                if (cells[n_common] != -1) {
-                    if (c->history[n_common] != cells[n_common]) {
-                        break;
-                    }
-                    n_common++;
-                    continue;
-                }
-                while (mi < c->media.size() && c->media[mi].start < n_common) {
-                    mi++;
-                }
-                while (si < spans.size() && spans[si].start < n_common) {
-                    si++;
-                }
-                if (mi >= c->media.size() || si >= spans.size() || c->media[mi].start != n_common ||
-                    c->media[mi].end != spans[si].end || c->media[mi].key != spans[si].key ||
-                    c->media[mi].n_pos != spans[si].n_pos) {
-                    break;
-                }
-                n_common = spans[si].end;
+            while (n_common < n_hist && n_common < (int32_t) cells.size() && c->history[n_common] == cells[n_common] &&
+                   (cells[n_common] != -1 || n_common < (int32_t) prefix.size())) {
+                n_common++;
             }
             n_common = std::min(n_common, (int32_t) cells.size() - 1);  // the last token is evaluated again
             n_common = keep_cells(c, n_common);
@@ -1135,10 +1094,8 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
             c->turn_starts.swap(turns);
         }
         if (n_common < (int32_t) prefix.size()) {
-            for (const auto & sp : spans) {
-                if (sp.start < (int32_t) prefix.size() && sp.start >= n_common) {
-                    return p->set_error(LOUPE_ERR_INVALID, "the prompt reuses an image the cache no longer holds");
-                }
+            if (std::find(prefix.begin() + n_common, prefix.end(), -1) != prefix.end()) {
+                return p->set_error(LOUPE_ERR_INVALID, "the prompt reuses an image the cache no longer holds");
             }
             // the prefix's text past what the cache holds
             std::vector<llama_token> rest(prefix.begin() + n_common, prefix.end());
@@ -1214,13 +1171,7 @@ int32_t loupe_ctx_vision_prefill(loupe_ctx * c, loupe_projector * p, const char 
             // cells (M-RoPE)
             const int32_t start = n_cells(c);
             c->history.resize(c->history.size() + (size_t) n_tokens, -1);
-            std::string key;
-            for (const auto & sp : spans) {
-                if (sp.start == first) {
-                    key = sp.key;
-                }
-            }
-            c->media.push_back({ start, n_cells(c), (int32_t) (new_n_past - c->n_past), key });
+            c->media.push_back({ start, n_cells(c), (int32_t) (new_n_past - c->n_past) });
             c->n_past = new_n_past;
         }
         p->prefilled = c;
