@@ -1,5 +1,5 @@
 // Child process of tests/corpus_test.ts: runs corpus cases in this process and prints one line
-// per case — `CORPUS_BEGIN <i> <name>` before, `CORPUS_END <i> <json>` after — so that when a
+// per case — `CASE_BEGIN <i> <name>` before, `CASE_END <i> <json>` after — so that when a
 // case kills the process the parent knows which one, records it, and starts a new child after it.
 //
 // Usage: deno run -A tests/corpus/run_corpus.ts <files|prompts> <i,j,…|all> [engine-only]
@@ -9,42 +9,26 @@
 //   prompts: the bad prompts against the base model (generate, chat, tokenize, sessions, FFI).
 import { join } from "node:path";
 import { badPrompts, baseModel, corpus } from "../corpus/make_corpus.ts";
+import { caseIndexes, type CaseResult, typedOutcome } from "../support/case_runner.ts";
 
-/** What a case did. */
-export interface CaseResult {
-  /** true: a typed error (LoupeError) or a defined result; false: anything else. */
-  ok: boolean;
-  /** "error" (typed), "loaded" (and generated), "result" (a prompt's defined result), "untyped". */
-  outcome: string;
-  /** LoupeError code, when there is one. */
-  code?: string;
-  /** The message, shortened. */
-  message?: string;
-}
-
-function short(s: string): string {
-  return s.length > 300 ? s.slice(0, 300) + "…" : s;
-}
+const short = (s: string) => (s.length > 300 ? s.slice(0, 300) + "…" : s);
 
 async function main(kind: string, which: string, engineOnly: boolean): Promise<void> {
   const { LoupeError, loadModel } = await import("../../mod.ts");
   const { loadEngine } = await import("../../src/engine/library.ts");
   const { NativeModel } = await import("../../ffi/model.ts");
   const { samplingParams } = await import("../../src/generate/options.ts");
-  const typed = (e: unknown): CaseResult =>
-    e instanceof LoupeError
-      ? { ok: true, outcome: "error", code: e.code, message: short(e.message) }
-      : { ok: false, outcome: "untyped", message: short(`${(e as Error)?.name}: ${(e as Error)?.message ?? e}`) };
+  const typed = (e: unknown): CaseResult => typedOutcome(e, LoupeError);
   const dir = await Deno.makeTempDir({ prefix: "loupe-corpus-" });
   const { path: basePath, bytes: base } = await baseModel();
-  const report = (i: number, r: CaseResult) => console.log(`CORPUS_END ${i} ${JSON.stringify(r)}`);
+  const report = (i: number, r: CaseResult) => console.log(`CASE_END ${i} ${JSON.stringify(r)}`);
 
   if (kind === "files") {
     const files = [...corpus(base)];
     const lib = await loadEngine();
-    for (const i of indexes(which, files.length)) {
+    for (const i of caseIndexes(which, files.length)) {
       const c = files[i];
-      console.log(`CORPUS_BEGIN ${i} ${c.name}`);
+      console.log(`CASE_BEGIN ${i} ${c.name}`);
       const path = join(dir, `${c.name}.gguf`);
       await Deno.writeFile(path, c.bytes);
       let r: CaseResult;
@@ -84,9 +68,9 @@ async function main(kind: string, which: string, engineOnly: boolean): Promise<v
     const prompts = badPrompts();
     await using m = await loadModel(basePath, { threads: 1, contextSize: 256 });
     const lib = await loadEngine();
-    for (const i of indexes(which, prompts.length)) {
+    for (const i of caseIndexes(which, prompts.length)) {
       const p = prompts[i];
-      console.log(`CORPUS_BEGIN ${i} ${p.name}`);
+      console.log(`CASE_BEGIN ${i} ${p.name}`);
       let r: CaseResult;
       try {
         const parts: string[] = [];
@@ -156,11 +140,6 @@ async function main(kind: string, which: string, engineOnly: boolean): Promise<v
     throw new Error(`run_corpus: unknown kind "${kind}"`);
   }
   await Deno.remove(dir, { recursive: true });
-}
-
-/** "all" or a comma-separated list of case numbers. */
-function indexes(which: string, n: number): number[] {
-  return which === "all" ? Array.from({ length: n }, (_, i) => i) : which.split(",").map(Number);
 }
 
 if (import.meta.main) {
