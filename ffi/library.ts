@@ -34,7 +34,7 @@ export interface OpenedLibrary {
 }
 
 /** The ABI version of native/loupe.h these bindings are written for. */
-export const LOUPE_ABI_VERSION = 4;
+export const LOUPE_ABI_VERSION = 5;
 
 /**
  * Opens libloupe at `library` and initialises the engine whose shared libraries are in

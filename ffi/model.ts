@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { cstr, lastError, type NativeApi, NativeError, readCString, readJson, takeString } from "./util.ts";
+import { cstr, lastError, type NativeApi, NativeError, readCString, readJson, takeJson, takeString } from "./util.ts";
 
 /** Status codes of loupe.h. */
 export const Status = {
@@ -16,7 +16,11 @@ export const Status = {
   ABORTED: -5,
   STATE: -6,
   INTERNAL: -7,
+  FORMAT: -8,
 } as const;
+
+/** loupe_model_tokenize/_many/_detokenize's LOUPE_VOCAB_FAILED: the engine's tokenizer failed on the vocabulary. */
+const VOCAB_FAILED = -2147483647;
 
 /** One `loupe_model *` handle. */
 export class NativeModel {
@@ -107,6 +111,7 @@ export class NativeModel {
         lengths,
       );
       if (n === -2147483648) throw new NativeError(Status.INVALID, lastError(this.#api));
+      if (n === VOCAB_FAILED) throw new NativeError(Status.FORMAT, lastError(this.#api));
       if (n >= 0) {
         let from = 0;
         return Array.from(lengths, (k) => out.subarray(from, from += k));
@@ -131,6 +136,7 @@ export class NativeModel {
         cap,
       );
       if (n === -2147483648) throw new NativeError(Status.INVALID, lastError(this.#api));
+      if (n === VOCAB_FAILED) throw new NativeError(Status.FORMAT, lastError(this.#api));
       if (n >= 0) return new TextDecoder().decode(out.subarray(0, n));
       cap = -n;
     }
@@ -158,6 +164,23 @@ export class NativeModel {
     const ptr = this.#api.loupe_model_context(this.#handle());
     if (ptr === null) throw new NativeError(Status.STATE, lastError(this.#api));
     return new NativeContext(this.#api, ptr, false);
+  }
+
+  /**
+   * What a context with `params` (those of createContext, or of an embedder with `kind:
+   * "embedding"`) would take per device, laid out without allocating it (JSON of
+   * loupe_model_memory_estimate), on a worker thread. Callable before load() too.
+   */
+  async memoryEstimate<T>(params: Record<string, unknown>): Promise<T> {
+    const err = new Uint8Array(1024);
+    const ptr = await this.#api.loupe_model_memory_estimate(
+      this.#handle(),
+      cstr(JSON.stringify(params)),
+      err,
+      err.length,
+    );
+    if (ptr === null) throw new NativeError(Status.LOAD, new TextDecoder().decode(err.subarray(0, err.indexOf(0))));
+    return takeJson<T>(this.#api, ptr);
   }
 
   /** Creates another context (own KV cache) on a worker thread. */

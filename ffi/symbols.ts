@@ -102,6 +102,17 @@ export const symbols = {
 
   // loupe_ctx * loupe_model_context(loupe_model * model)
   loupe_model_context: { parameters: ["pointer" /* loupe_model * model */], result: "pointer" },
+  // char * loupe_model_memory_estimate(loupe_model * model, const char * params_json, char * err, int32_t err_cap)
+  loupe_model_memory_estimate: {
+    parameters: [
+      "pointer", /* loupe_model * model */
+      "buffer", /* const char * params_json */
+      "buffer", /* char * err */
+      "i32", /* int32_t err_cap */
+    ],
+    result: "pointer",
+    nonblocking: true,
+  },
 
   // loupe_ctx * loupe_ctx_create(loupe_model * model, const char * params_json, char * err, int32_t err_cap)
   loupe_ctx_create: {

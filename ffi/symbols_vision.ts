@@ -19,6 +19,12 @@ export const visionSymbols = {
   loupe_projector_progress: { parameters: ["pointer" /* const loupe_projector * proj */], result: "f32" },
   // void loupe_projector_cancel(loupe_projector * proj)
   loupe_projector_cancel: { parameters: ["pointer" /* loupe_projector * proj */], result: "void" },
+  // char * loupe_projector_memory_estimate(loupe_projector * proj)
+  loupe_projector_memory_estimate: {
+    parameters: ["pointer" /* loupe_projector * proj */],
+    result: "pointer",
+    nonblocking: true,
+  },
   // int32_t loupe_projector_warmup(loupe_projector * proj)
   loupe_projector_warmup: { parameters: ["pointer" /* loupe_projector * proj */], result: "i32", nonblocking: true },
   // const char * loupe_projector_error(const loupe_projector * proj)

@@ -163,6 +163,18 @@ export class NativeProjector {
     this.#check(await this.#api.loupe_projector_load(this.#handle()));
   }
 
+  /** What loading would take per device (JSON of loupe_projector_memory_estimate), on a worker thread. */
+  async memoryEstimate<T>(): Promise<T> {
+    const ptr = await this.#api.loupe_projector_memory_estimate(this.#handle());
+    if (ptr === null) {
+      throw new NativeError(
+        Status.LOAD,
+        readCString(this.#api.loupe_projector_error(this.#handle())) || lastError(this.#api),
+      );
+    }
+    return takeJson<T>(this.#api, ptr);
+  }
+
   /** Load progress in [0, 1]. */
   progress(): number {
     return this.#api.loupe_projector_progress(this.#handle());

@@ -83,26 +83,21 @@ bool pooling_from_name(const std::string & s, enum llama_pooling_type & out) {
     return false;
 }
 
-void copy_error(const std::string & msg, char * err, int32_t err_cap) {
-    if (err && err_cap > 0) {
-        size_t n = std::min<size_t>(msg.size(), (size_t) err_cap - 1);
-        std::memcpy(err, msg.data(), n);
-        err[n] = '\0';
-    }
-}
+}  // namespace
 
-loupe_embedder * make_embedder(loupe_model * m, const json & p, std::string & err) {
+namespace loupe {
+
+bool embedding_params(int32_t n_train, const json & p, llama_context_params & cp, std::string & err) {
     enum llama_pooling_type pooling = LLAMA_POOLING_TYPE_UNSPECIFIED;
     std::string pooling_arg = p.value("pooling", "model");
     if (!pooling_from_name(pooling_arg, pooling)) {
         err = "unknown pooling \"" + pooling_arg + "\" (expected model, none, mean, cls, last or rank)";
-        return nullptr;
+        return false;
     }
-    const int32_t n_train = llama_model_n_ctx_train(m->model);
     int32_t n_ctx = p.value("contextSize", 0);
     if (n_ctx < 0) {
         err = "contextSize must not be negative";
-        return nullptr;
+        return false;
     }
     if (n_ctx == 0) {
         n_ctx = std::min(n_train, 4096);
@@ -111,7 +106,7 @@ loupe_embedder * make_embedder(loupe_model * m, const json & p, std::string & er
     const int32_t seq_limit = (int32_t) llama_max_parallel_sequences();
     if (seq_max < 0 || seq_max > seq_limit) {
         err = "seqMax must be between 1 and " + std::to_string(seq_limit);
-        return nullptr;
+        return false;
     }
     if (seq_max == 0) {
         seq_max = seq_limit;
@@ -120,7 +115,7 @@ loupe_embedder * make_embedder(loupe_model * m, const json & p, std::string & er
     // per sequence within n_batch (= n_ctx): more would fail its assertion and abort the process.
     seq_max = std::min(seq_max, n_ctx);
 
-    llama_context_params cp = llama_context_default_params();
+    cp = llama_context_default_params();
     // One batch is one graph: the encoder of a non-causal model cannot split a batch anyway.
     cp.n_ctx = n_ctx;
     cp.n_batch = n_ctx;
@@ -129,6 +124,19 @@ loupe_embedder * make_embedder(loupe_model * m, const json & p, std::string & er
     cp.kv_unified = true;  // sequences of any length share the cache (examples/embedding does the same)
     cp.embeddings = true;
     cp.pooling_type = pooling;
+    return true;
+}
+
+}  // namespace loupe
+
+namespace {
+
+loupe_embedder * make_embedder(loupe_model * m, const json & p, std::string & err) {
+    llama_context_params cp;
+    if (!embedding_params(llama_model_n_ctx_train(m->model), p, cp, err)) {
+        return nullptr;
+    }
+    const int32_t n_train = llama_model_n_ctx_train(m->model);
     auto e = std::make_unique<loupe_embedder>();
     e->owner = m;
     apply_common_params(cp, p, e.get());
@@ -264,8 +272,7 @@ loupe_embedder * loupe_embedder_create(loupe_model * m, const char * params_json
     } catch (const std::exception & ex) {
         msg = ex.what();
     }
-    fail(LOUPE_ERR_LOAD, msg);
-    copy_error(msg, err, err_cap);
+    fail_into(LOUPE_ERR_LOAD, msg, err, err_cap);
     return nullptr;
 }
 

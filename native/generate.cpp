@@ -177,13 +177,17 @@ llama_sampler * make_grammar(loupe_ctx * c, const json & p) {
 
 }  // namespace
 
-loupe_ctx * make_context(loupe_model * m, const json & p, std::string & err) {
+llama_context_params generation_params(int32_t n_train, const json & p) {
     llama_context_params cp = llama_context_default_params();
     int32_t n_ctx = p.value("contextSize", 0);
-    int32_t n_train = llama_model_n_ctx_train(m->model);
     cp.n_ctx = n_ctx > 0 ? n_ctx : std::min(n_train, 4096);
     cp.n_batch = p.value("batchSize", 512);
     cp.n_ubatch = cp.n_batch;
+    return cp;
+}
+
+loupe_ctx * make_context(loupe_model * m, const json & p, std::string & err) {
+    llama_context_params cp = generation_params(llama_model_n_ctx_train(m->model), p);
     auto c = std::make_unique<loupe_ctx>();
     c->owner = m;
     apply_common_params(cp, p, c.get());
@@ -457,12 +461,7 @@ loupe_ctx * loupe_ctx_create(loupe_model * m, const char * params_json, char * e
     } catch (const std::exception & e) {
         msg = e.what();
     }
-    fail(LOUPE_ERR_LOAD, msg);
-    if (err && err_cap > 0) {
-        size_t n = std::min<size_t>(msg.size(), (size_t) err_cap - 1);
-        std::memcpy(err, msg.data(), n);
-        err[n] = '\0';
-    }
+    fail_into(LOUPE_ERR_LOAD, msg, err, err_cap);
     return nullptr;
 }
 

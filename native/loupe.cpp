@@ -31,6 +31,15 @@ int32_t fail(int32_t code, std::string msg) {
     return code;
 }
 
+void fail_into(int32_t code, const std::string & msg, char * err, int32_t err_cap) {
+    fail(code, msg);
+    if (err && err_cap > 0) {
+        size_t n = std::min<size_t>(msg.size(), (size_t) err_cap - 1);
+        std::memcpy(err, msg.data(), n);
+        err[n] = '\0';
+    }
+}
+
 char * dup_string(const std::string & s) {
     char * out = static_cast<char *>(std::malloc(s.size() + 1));
     if (out) {
@@ -386,6 +395,26 @@ std::string meta_string(const llama_model * model, const char * key) {
 
 }  // namespace
 
+llama_model_params model_params(const json & p, std::vector<ggml_backend_dev_t> & devs) {
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = p.value("gpuLayers", -1);
+    mp.vocab_only = p.value("vocabOnly", false);
+    mp.load_mode = p.value("useMmap", true) ? mp.load_mode : LLAMA_LOAD_MODE_NONE;
+    devs.clear();
+    if (p.contains("devices") && p["devices"].is_array()) {
+        for (const auto & name : p["devices"]) {
+            ggml_backend_dev_t dev = ggml_backend_dev_by_name(name.get<std::string>().c_str());
+            if (!dev) {
+                throw std::invalid_argument("no device named \"" + name.get<std::string>() + "\"");
+            }
+            devs.push_back(dev);
+        }
+        devs.push_back(nullptr);
+        mp.devices = devs.data();
+    }
+    return mp;
+}
+
 }  // namespace loupe
 
 using namespace loupe;
@@ -394,6 +423,9 @@ loupe_model::~loupe_model() {
     delete default_ctx;
     if (model) {
         llama_model_free(model);
+    }
+    if (shadow) {
+        llama_model_free(shadow);
     }
 }
 
@@ -500,25 +532,15 @@ int32_t loupe_model_load(loupe_model * m) {
         const std::string path = p["path"];
         int64_t t0 = now_us();
 
-        llama_model_params mp = llama_model_default_params();
-        mp.n_gpu_layers = p.value("gpuLayers", -1);
-        mp.vocab_only = p.value("vocabOnly", false);
-        mp.load_mode = p.value("useMmap", true) ? mp.load_mode : LLAMA_LOAD_MODE_NONE;
+        std::vector<ggml_backend_dev_t> devs;
+        llama_model_params mp;
+        try {
+            mp = model_params(p, devs);
+        } catch (const std::invalid_argument & e) {
+            return m->set_error(LOUPE_ERR_LOAD, e.what());
+        }
         mp.progress_callback = progress_callback;
         mp.progress_callback_user_data = m;
-
-        std::vector<ggml_backend_dev_t> devs;
-        if (p.contains("devices") && p["devices"].is_array()) {
-            for (const auto & name : p["devices"]) {
-                ggml_backend_dev_t dev = ggml_backend_dev_by_name(name.get<std::string>().c_str());
-                if (!dev) {
-                    return m->set_error(LOUPE_ERR_LOAD, "no device named \"" + name.get<std::string>() + "\"");
-                }
-                devs.push_back(dev);
-            }
-            devs.push_back(nullptr);
-            mp.devices = devs.data();
-        }
 
         if (m->cancel.load()) {
             return m->set_error(LOUPE_ERR_ABORTED, "loading was cancelled");
@@ -638,10 +660,9 @@ int32_t loupe_model_tokenize(loupe_model * m, const char * text, int32_t len, in
         fail(LOUPE_ERR_INVALID, "invalid arguments to loupe_model_tokenize");
         return INT32_MIN;
     }
-    int32_t rc = guarded(m, [&]() -> int32_t {
+    return vocab_guarded([&]() -> int32_t {
         return llama_tokenize(m->vocab, text ? text : "", len, out, cap, add_special != 0, parse_special != 0);
     });
-    return rc;
 }
 
 int32_t loupe_model_tokenize_many(loupe_model * m, const char * text, const int32_t * offsets, int32_t n,
@@ -663,7 +684,7 @@ int32_t loupe_model_tokenize_many(loupe_model * m, const char * text, const int3
         fail(LOUPE_ERR_INVALID, "loupe_model_tokenize_many: no text for non-empty offsets");
         return INT32_MIN;
     }
-    return guarded(m, [&]() -> int32_t {
+    return vocab_guarded([&]() -> int32_t {
         int64_t total = 0;
         for (int32_t i = 0; i < n; i++) {
             // Past the end of `out` only the count is wanted (llama_tokenize returns -count).
@@ -700,7 +721,7 @@ int32_t loupe_model_detokenize(loupe_model * m, const int32_t * tokens, int32_t 
             return INT32_MIN;
         }
     }
-    return guarded(m, [&]() -> int32_t {
+    return vocab_guarded([&]() -> int32_t {
         return llama_detokenize(m->vocab, tokens, n, out, cap, remove_special != 0, unparse_special != 0);
     });
 }

@@ -24,8 +24,10 @@
 //     prefill)
 //   int32_t loupe_ctx_gen_step                     1 finished, 0 call again, or LOUPE_ERR_*
 //   int32_t counts into a caller's buffer          the count, -(needed) when the buffer is too
-//     (loupe_model_tokenize/_many/_detokenize,     small, INT32_MIN on error
-//      loupe_ctx_tokens, loupe_ctx_logits)
+//     (loupe_model_tokenize/_many/_detokenize,     small, INT32_MIN on error; the three tokenizer
+//      loupe_ctx_tokens, loupe_ctx_logits)         calls give LOUPE_VOCAB_FAILED when the engine's
+//                                                  tokenizer itself failed (message in
+//                                                  loupe_last_error): a vocabulary it cannot use
 //   int32_t loupe_embedder_begin / _run            a float count, or a negative LOUPE_ERR_*
 //   int32_t loupe_ctx_size                         the size, or a negative LOUPE_ERR_*
 //   pointers (handles, `char *`, `const char *`)   NULL on error
@@ -41,9 +43,10 @@
 //      loupe_ctx_vision_gen_begin record on the projector.
 //   3. A caller's buffer: functions that make a handle and may fail on a worker thread before
 //      any handle exists (loupe_ctx_create, loupe_embedder_create, loupe_image_from_bytes,
-//      loupe_image_from_file) take `char * err, int32_t err_cap` and copy the reason there
-//      (NUL-terminated, cut to err_cap - 1 bytes), since neither the other thread's last error
-//      nor a handle that was never made can carry it. They return NULL on failure.
+//      loupe_image_from_file), and loupe_model_memory_estimate, which may overlap them, take
+//      `char * err, int32_t err_cap` and copy the reason there (NUL-terminated, cut to
+//      err_cap - 1 bytes), since neither the other thread's last error nor a handle that was
+//      never made can carry it. They return NULL on failure.
 //
 // Threads:
 // - Calls on one handle must not overlap; calls on different handles may.
@@ -64,7 +67,7 @@
 extern "C" {
 #endif
 
-#define LOUPE_ABI_VERSION 4
+#define LOUPE_ABI_VERSION 5
 
 #define LOUPE_OK              0
 #define LOUPE_ERR_INVALID    -1  // bad argument or parameter JSON
@@ -74,6 +77,11 @@ extern "C" {
 #define LOUPE_ERR_ABORTED    -5  // stopped by an abort (loupe_ctx_gen_abort, ...) or a load cancel
 #define LOUPE_ERR_STATE      -6  // call made in the wrong state (e.g. step before begin)
 #define LOUPE_ERR_INTERNAL   -7  // an exception inside the engine
+#define LOUPE_ERR_FORMAT     -8  // the engine failed on what a file holds (a vocabulary its tokenizer cannot use)
+
+// Returned by loupe_model_tokenize/_many/_detokenize (whose other negative results are counts)
+// when the engine's tokenizer threw on the file's vocabulary (LOUPE_ERR_FORMAT's case).
+#define LOUPE_VOCAB_FAILED   (INT32_MIN + 1)
 
 typedef struct loupe_model loupe_model;
 typedef struct loupe_ctx   loupe_ctx;
@@ -167,6 +175,30 @@ LOUPE_API char * loupe_model_chat_apply(loupe_model * model, const char * messag
 // The context made at load (from the load parameters). Owned by the model: do not free it
 // (loupe_ctx_free ignores it).
 LOUPE_API loupe_ctx * loupe_model_context(loupe_model * model);
+
+// Estimates the memory a context would take, per device, without allocating anything (see
+// native/memory.cpp). Works on a model handle before loupe_model_load (the weights then count
+// too, where they will go) and after it. params_json: those of loupe_ctx_create ({contextSize,
+// batchSize, flashAttn}) with kind "generation" (default), or those of loupe_embedder_create
+// ({contextSize, seqMax, pooling}) with kind "embedding"; exact: true skips the quick bound.
+// The method, cheapest first:
+//   "bound"        an upper bound from the file's header is at most half of the smallest free
+//                  memory of the host and the GPUs: it fits (no device figures);
+//   "layout"       the file is laid out a second time with no_alloc (kept on the handle for later
+//                  estimates) and the context laid out on it, as llama.cpp's fit does
+//                  (common/fit.cpp): the engine's own figures;
+//   "extrapolated" a context past 2^19 cells is laid out at 2^17 and 2^18 cells and extrapolated
+//                  linearly (a lower bound: reported only when it does not fit; otherwise it is
+//                  laid out as it is).
+// Returns JSON {kind, nCtx, nBatch, method, exact, probes, weightsLoaded, mmap, bound, floor,
+//   host: {available, total, source}, devices: [{name, type, free, total, model, context,
+//   compute, overhead}], shadowUs, layoutUs, wallUs}: devices[0] is the host ("CPU", its free
+//   memory that of `host`: MemAvailable bounded by a cgroup limit); model/context/compute are
+//   the engine's breakdown (weights, KV cache, compute buffers), overhead the host bookkeeping per
+//   cell outside it. nonblocking; may overlap other estimates and loupe_ctx_create on the model.
+// Returns NULL on failure, with the reason copied into `err` (capacity `err_cap`, NUL-terminated).
+LOUPE_API char * loupe_model_memory_estimate(loupe_model * model, const char * params_json, char * err,
+                                             int32_t err_cap);
 
 // ---- contexts ------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -35,6 +36,8 @@ namespace loupe {
 
 // Sets this thread's last error and returns `code`.
 int32_t fail(int32_t code, std::string msg);
+// fail(), and the message copied into a caller's buffer `err` (capacity `err_cap`) as well.
+void fail_into(int32_t code, const std::string & msg, char * err, int32_t err_cap);
 
 // A malloc'd copy, to be released with loupe_string_free.
 char * dup_string(const std::string & s);
@@ -117,6 +120,20 @@ int32_t guarded(error_holder * h, F && f) {
     } catch (...) {
         return h ? h->set_error(LOUPE_ERR_INTERNAL, "unknown exception") : fail(LOUPE_ERR_INTERNAL, "unknown exception");
     }
+}
+
+// For the tokenizer calls, whose negative results are counts: an exception inside the engine's
+// tokenizer is LOUPE_VOCAB_FAILED, its message in this thread's last error.
+template <typename F>
+int32_t vocab_guarded(F && f) {
+    try {
+        return f();
+    } catch (const std::exception & e) {
+        fail(LOUPE_ERR_FORMAT, std::string("the vocabulary's tokenizer failed: ") + e.what());
+    } catch (...) {
+        fail(LOUPE_ERR_FORMAT, "the vocabulary's tokenizer failed");
+    }
+    return LOUPE_VOCAB_FAILED;
 }
 
 // A persistent CPU threadpool attached to a context, as llama.cpp's own tools attach one:
@@ -222,6 +239,11 @@ struct loupe_ctx : loupe::error_holder, loupe::measured {
 struct loupe_model : loupe::error_holder {
     json params;
     llama_model * model = nullptr;
+    // The same file loaded with no_alloc (tensor shapes, no data) on the same devices, made by the
+    // first memory estimate and kept for the next (native/memory.cpp); guarded by shadow_mutex.
+    llama_model * shadow = nullptr;
+    json shape;  // what the file's header says of the model's size (native/memory.cpp), once read
+    std::mutex shadow_mutex;
     const llama_vocab * vocab = nullptr;
     loupe_ctx * default_ctx = nullptr;  // owned
     std::atomic<float> progress{ 0.0f };
@@ -233,6 +255,28 @@ struct loupe_model : loupe::error_holder {
 };
 
 namespace loupe {
+
+// The llama_model_params of loupe_model_create's JSON (gpuLayers, vocabOnly, useMmap, devices);
+// `devs` holds the device list that mp.devices points to. Throws std::invalid_argument for a
+// device name no backend has.
+llama_model_params model_params(const json & p, std::vector<ggml_backend_dev_t> & devs);
+
+// The llama_context_params of a generation context (loupe_ctx_create's JSON) for a model trained
+// on `n_train` tokens, without the callbacks: those are set by make_context.
+llama_context_params generation_params(int32_t n_train, const json & p);
+
+// The llama_context_params of an embedding context (loupe_embedder_create's JSON) for a model
+// trained on `n_train` tokens, without the callbacks. Returns false with the reason in `err` for
+// bad parameters.
+bool embedding_params(int32_t n_train, const json & p, llama_context_params & cp, std::string & err);
+
+// The host's available memory: {available, total, source: "meminfo"|"cgroup"|"engine"}
+// (native/memory.cpp).
+json host_memory();
+
+// The memory a context would take per device (see loupe_model_memory_estimate). Returns null
+// with the reason in `err`.
+json memory_estimate(loupe_model * m, const json & p, std::string & err);
 
 // Creates a context on a loaded model from JSON parameters (see loupe_ctx_create).
 // Returns nullptr with the reason in `err`.

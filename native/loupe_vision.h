@@ -32,6 +32,15 @@ LOUPE_API loupe_projector * loupe_projector_create(loupe_model * model, const ch
 // Returns LOUPE_OK, LOUPE_ERR_LOAD (e.g. embedding width mismatch) or LOUPE_ERR_ABORTED.
 LOUPE_API int32_t loupe_projector_load(loupe_projector * proj);
 
+// Estimates what loading would take, per device, before loading: mtmd_get_memory_usage lays the
+// projector out with no_alloc (weights) and reserves its warm-up graph (the compute buffer for
+// an image of the encoder's largest size); on a GPU those buffers are taken for a moment, on the
+// CPU they are never touched. Call before loupe_projector_load. nonblocking.
+// Returns JSON {device, host: {available, total, source}, devices: [{name, type, free, total,
+// bytes}], wallUs} (bytes: weights and compute together), or NULL on error (message in
+// loupe_projector_error). Free with loupe_string_free.
+LOUPE_API char * loupe_projector_memory_estimate(loupe_projector * proj);
+
 // Load progress in [0, 1]; safe to call from another thread while loading.
 LOUPE_API float loupe_projector_progress(const loupe_projector * proj);
 

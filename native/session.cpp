@@ -19,6 +19,9 @@ constexpr char kMagic[8] = { 'L', 'O', 'U', 'P', 'E', 'S', 'E', 'S' };
 constexpr uint32_t kVersion = 1;
 // A header larger than this is not one we wrote.
 constexpr uint32_t kMaxHeader = 256u << 20;
+// Bytes per cell a saved state may hold besides the KV data: position, sequence count and id,
+// M-RoPE position (and room to spare).
+constexpr uint64_t kStateBytesPerCell = 64;
 
 // The spans a shift never cuts: the given atomic spans and the media in the cache.
 std::vector<std::pair<int32_t, int32_t>> uncuttable(const loupe_ctx * c,
@@ -90,7 +93,8 @@ void shift_positions(std::vector<int32_t> & v, int32_t keep, int32_t p) {
 }
 
 // Reads a whole file.
-bool read_file(const std::string & path, std::vector<uint8_t> & out, std::string & err) {
+// Reads a whole file of at most `max_size` bytes (a larger one is refused before any of it is read).
+bool read_file(const std::string & path, size_t max_size, std::vector<uint8_t> & out, std::string & err) {
     std::ifstream f(path, std::ios::binary);
     if (!f) {
         err = "cannot open \"" + path + "\": " + std::strerror(errno);
@@ -100,6 +104,11 @@ bool read_file(const std::string & path, std::vector<uint8_t> & out, std::string
     std::streamoff size = f.tellg();
     if (size < 0) {
         err = "cannot read \"" + path + "\"";
+        return false;
+    }
+    if ((uint64_t) size > max_size) {
+        err = "the session file has " + std::to_string(size) + " bytes, more than a saved state of this context can have (" +
+              std::to_string(max_size) + ")";
         return false;
     }
     f.seekg(0, std::ios::beg);
@@ -483,9 +492,25 @@ char * loupe_ctx_load(loupe_ctx * c, const char * path) {
     }
     char * result = nullptr;
     auto body = [&]() -> int32_t {
+        // A saved state holds at most the KV cache (the context's memory in the engine's breakdown)
+        // and a few words per cell: a file larger than that is refused before it is read.
+        uint64_t kv_bytes = 0;
+        for (const auto & [buft, mb] : llama_get_memory_breakdown(c->ctx)) {
+            kv_bytes += mb.context;
+        }
+        const uint64_t max_state = kv_bytes + (uint64_t) llama_n_ctx(c->ctx) * kStateBytesPerCell + (1u << 20);
+        uint64_t max_header = kMaxHeader;
+        {
+            // the header's length, when the file opens like a session file, bounds it more tightly
+            uint8_t head[16] = { 0 };
+            std::ifstream f(path, std::ios::binary);
+            if (f.read(reinterpret_cast<char *>(head), sizeof(head)) && std::memcmp(head, kMagic, sizeof(kMagic)) == 0) {
+                max_header = std::min<uint64_t>(max_header, read_u32(head + 12));
+            }
+        }
         std::vector<uint8_t> bytes;
         std::string err;
-        if (!read_file(path, bytes, err)) {
+        if (!read_file(path, 16 + max_header + max_state, bytes, err)) {
             return c->set_error(LOUPE_ERR_INVALID, err);
         }
         if (bytes.size() < 16 || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
@@ -562,6 +587,17 @@ char * loupe_ctx_load(loupe_ctx * c, const char * path) {
         std::string meta = header.value("meta", json()).dump();
         const uint8_t * state = bytes.data() + 16 + header_len;
         size_t state_len = bytes.size() - 16 - header_len;
+        // The engine's state opens with the architecture's name (u32 length, then the bytes), which
+        // it reads into a buffer of that length before comparing: a damaged length would make it
+        // take up to 4 GiB. Checked here first.
+        {
+            const std::string arch = want["arch"].get<std::string>();
+            if (state_len < 4 || read_u32(state) != arch.size() || state_len - 4 < arch.size() ||
+                std::memcmp(state + 4, arch.data(), arch.size()) != 0) {
+                return c->set_error(LOUPE_ERR_INVALID, "the saved state is damaged (it does not open with the "
+                                                       "architecture's name, \"" + arch + "\")");
+            }
+        }
         llama_memory_clear(llama_get_memory(c->ctx), true);
         size_t read = 0;
         {

@@ -326,15 +326,6 @@ loupe_image * decode_image(const uint8_t * data, size_t len, std::string & err) 
     return img.release();
 }
 
-void copy_error(const std::string & msg, char * err, int32_t err_cap) {
-    fail(LOUPE_ERR_INVALID, msg);
-    if (err && err_cap > 0) {
-        size_t n = std::min<size_t>(msg.size(), (size_t) err_cap - 1);
-        std::memcpy(err, msg.data(), n);
-        err[n] = '\0';
-    }
-}
-
 size_t count_markers(const std::string & text, const std::string & marker) {
     size_t n = 0;
     for (size_t pos = text.find(marker); pos != std::string::npos; pos = text.find(marker, pos + marker.size())) {
@@ -503,6 +494,43 @@ json vulkan_drivers() {
     return out;
 }
 
+// The mtmd parameters of a projector's JSON (gpu, device, threads, flashAttn; warm-up on), without
+// callbacks; sets p->device and p->n_threads. Returns false with the reason for an unknown device.
+bool projector_params(loupe_projector * p, mtmd_context_params & mp, std::string & err) {
+    const json & params = p->params;
+    mp = mtmd_context_params_default();
+    mp.use_gpu = params.value("gpu", true);
+    mp.print_timings = false;
+    p->n_threads = params.value("threads", 4);
+    mp.n_threads = p->n_threads;
+    std::string fa = params.value("flashAttn", "auto");
+    mp.flash_attn_type = fa == "on" ? LLAMA_FLASH_ATTN_TYPE_ENABLED
+                       : fa == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED
+                                     : LLAMA_FLASH_ATTN_TYPE_AUTO;
+    mp.warmup = true;
+    p->device = "CPU";
+    if (mp.use_gpu) {
+        std::string name = params.contains("device") && params["device"].is_string() ? params["device"].get<std::string>() : "";
+        if (!name.empty()) {
+            mp.device = ggml_backend_dev_by_name(name.c_str());
+            if (!mp.device) {
+                err = "no device named \"" + name + "\"";
+                return false;
+            }
+        } else {
+            // what mtmd picks without a device: the first GPU, else the first integrated GPU
+            mp.device = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
+            if (!mp.device) {
+                mp.device = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_IGPU);
+            }
+        }
+        if (mp.device) {
+            p->device = ggml_backend_dev_name(mp.device);
+        }
+    }
+    return true;
+}
+
 }  // namespace
 }  // namespace loupe
 
@@ -544,40 +572,16 @@ int32_t loupe_projector_load(loupe_projector * p) {
         const json & params = p->params;
         const std::string path = params["path"];
         int64_t t0 = now_us();
-        mtmd_context_params mp = mtmd_context_params_default();
-        mp.use_gpu = params.value("gpu", true);
-        mp.print_timings = false;
-        p->n_threads = params.value("threads", 4);
-        mp.n_threads = p->n_threads;
-        std::string fa = params.value("flashAttn", "auto");
-        mp.flash_attn_type = fa == "on" ? LLAMA_FLASH_ATTN_TYPE_ENABLED
-                           : fa == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED
-                                         : LLAMA_FLASH_ATTN_TYPE_AUTO;
-        mp.warmup = true;
+        mtmd_context_params mp;
+        std::string err;
+        if (!projector_params(p, mp, err)) {
+            return p->set_error(LOUPE_ERR_LOAD, err);
+        }
         mp.progress_callback = projector_progress;
         mp.progress_callback_user_data = p;
         if (params.value("measure", true)) {
             mp.cb_eval = eval_callback;
             mp.cb_eval_user_data = static_cast<measured *>(p);
-        }
-        p->device = "CPU";
-        if (mp.use_gpu) {
-            std::string name = params.contains("device") && params["device"].is_string() ? params["device"].get<std::string>() : "";
-            if (!name.empty()) {
-                mp.device = ggml_backend_dev_by_name(name.c_str());
-                if (!mp.device) {
-                    return p->set_error(LOUPE_ERR_LOAD, "no device named \"" + name + "\"");
-                }
-            } else {
-                // what mtmd picks without a device: the first GPU, else the first integrated GPU
-                mp.device = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
-                if (!mp.device) {
-                    mp.device = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_IGPU);
-                }
-            }
-            if (mp.device) {
-                p->device = ggml_backend_dev_name(mp.device);
-            }
         }
         if (p->cancel.load()) {
             return p->set_error(LOUPE_ERR_ABORTED, "loading was cancelled");
@@ -612,6 +616,67 @@ void loupe_projector_cancel(loupe_projector * p) {
     if (p) {
         p->cancel.store(true);
     }
+}
+
+char * loupe_projector_memory_estimate(loupe_projector * p) {
+    if (!p) {
+        fail(LOUPE_ERR_INVALID, "projector is NULL");
+        return nullptr;
+    }
+    char * out = nullptr;
+    int32_t rc = guarded(p, [&]() -> int32_t {
+        if (p->mctx) {
+            return p->set_error(LOUPE_ERR_STATE, "projector is already loaded");
+        }
+        const int64_t t0 = now_us();
+        mtmd_context_params mp;
+        std::string err;
+        if (!projector_params(p, mp, err)) {
+            return p->set_error(LOUPE_ERR_LOAD, err);
+        }
+        route_mtmd_logs();
+        const std::string path = p->params["path"];
+        std::map<ggml_backend_dev_t, size_t> usage;
+        {
+            log_capture cap;
+            usage = mtmd_get_memory_usage(path.c_str(), mp);
+            if (usage.empty()) {
+                return p->set_error(LOUPE_ERR_LOAD, "cannot lay out the projector" +
+                                                        (cap.lines.empty() ? std::string() : ": " + cap.lines));
+            }
+        }
+        const json host = host_memory();
+        json devices = json::array();
+        for (const auto & [dev, bytes] : usage) {
+            json d = { { "name", "CPU" }, { "type", "cpu" },
+                       { "free", host["available"] }, { "total", host["total"] }, { "bytes", bytes } };
+            if (dev && ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_CPU) {
+                size_t free = 0;
+                size_t total = 0;
+                ggml_backend_dev_memory(dev, &free, &total);
+                const auto type = ggml_backend_dev_type(dev);
+                if (free > 0 || total > 0 || type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) {
+                    d = { { "name", ggml_backend_dev_name(dev) },
+                          { "type", type == GGML_BACKEND_DEVICE_TYPE_GPU ? "gpu" : type == GGML_BACKEND_DEVICE_TYPE_IGPU ? "igpu" : "accel" },
+                          { "free", free }, { "total", total }, { "bytes", bytes } };
+                }
+            }
+            bool merged = false;
+            for (auto & e : devices) {
+                if (e["name"] == d["name"]) {
+                    e["bytes"] = e["bytes"].get<uint64_t>() + bytes;
+                    merged = true;
+                }
+            }
+            if (!merged) {
+                devices.push_back(d);
+            }
+        }
+        out = dup_string(json{ { "device", p->device }, { "host", host }, { "devices", devices },
+                               { "wallUs", now_us() - t0 } }.dump());
+        return out ? LOUPE_OK : p->set_error(LOUPE_ERR_INTERNAL, "out of memory");
+    });
+    return rc == LOUPE_OK ? out : nullptr;
 }
 
 int32_t loupe_projector_warmup(loupe_projector * p) {
@@ -722,7 +787,7 @@ loupe_image * loupe_image_from_bytes(const uint8_t * data, size_t len, char * er
     } catch (const std::exception & e) {
         msg = std::string("corrupt: ") + e.what();
     }
-    copy_error(msg, err, err_cap);
+    fail_into(LOUPE_ERR_INVALID, msg, err, err_cap);
     return nullptr;
 }
 
@@ -758,7 +823,7 @@ loupe_image * loupe_image_from_file(const char * path, char * err, int32_t err_c
     } catch (const std::exception & e) {
         msg = std::string("corrupt: ") + e.what();
     }
-    copy_error(msg, err, err_cap);
+    fail_into(LOUPE_ERR_INVALID, msg, err, err_cap);
     return nullptr;
 }
 
@@ -876,7 +941,7 @@ loupe_image * loupe_projector_audio_from_bytes(loupe_projector * p, const uint8_
     } catch (const std::exception & e) {
         msg = std::string("corrupt: ") + e.what();
     }
-    copy_error(msg, err, err_cap);
+    fail_into(LOUPE_ERR_INVALID, msg, err, err_cap);
     return nullptr;
 }
 

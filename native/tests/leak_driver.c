@@ -1,6 +1,6 @@
 // leak_driver.c — one full cycle of libloupe's C ABI for a leak checker (tests/lifetime_test.ts
 // runs it under valgrind): init, a model with its context, tokenize/detokenize, chat template,
-// generation, a session context with prefix reuse and context shifts, logits, save and load of
+// generation, memory estimates, a session context with prefix reuse and context shifts, logits, save and load of
 // the session, an error path, and every free. Exits 0 when every call did what it should.
 //
 // Usage: leak_driver <engine_dir> <model.gguf> <session file path>
@@ -67,8 +67,19 @@ int main(int argc, char ** argv) {
     int32_t bad = 1 << 30;
     CHECK(loupe_ctx_gen_begin(def, "{}", &bad, 1) == LOUPE_ERR_INVALID, "gen_begin refuses a bad token");
 
-    // a session: two calls (the second reuses the first), shifts past the context
+    // memory estimates: the quick bound, a layout (which loads the shadow model, freed with the
+    // model) and an extrapolated one
     char err[256];
+    const char * estimates[] = { "{\"contextSize\": 256}", "{\"contextSize\": 256, \"exact\": true}",
+                                 "{\"contextSize\": 1000000000}" };
+    for (int i = 0; i < 3; i++) {
+        char * est = loupe_model_memory_estimate(m, estimates[i], err, sizeof(err));
+        CHECK(est != NULL, "loupe_model_memory_estimate");
+        loupe_string_free(est);
+    }
+    CHECK(loupe_model_memory_estimate(m, "{\"kind\": \"nope\"}", err, sizeof(err)) == NULL, "an unknown kind is refused");
+
+    // a session: two calls (the second reuses the first), shifts past the context
     loupe_ctx * s = loupe_ctx_create(m, "{\"contextSize\": 256, \"threads\": 1}", err, sizeof(err));
     CHECK(s != NULL, "loupe_ctx_create");
     CHECK(loupe_ctx_session_begin(s, "{\"maxTokens\": 300, \"temperature\": 0, \"topK\": 40, \"topP\": 0.95, \"minP\": 0.05, \"repeatPenalty\": 1, \"repeatLastN\": 64, \"seed\": 1, \"grammar\": \"\", \"grammarLazy\": false, \"grammarTriggers\": [], \"preservedTokens\": [], \"grammarPrefill\": \"\", \"ignoreEos\": true, \"contextShift\": true, \"nKeep\": 1, \"turns\": [0]}", toks, n) == LOUPE_OK, "session_begin");
