@@ -38,15 +38,20 @@ export class NativeChat {
 
   /** Renders a conversation (inputs as loupe_chat_apply takes them). */
   apply<T>(inputs: Record<string, unknown>): T {
-    return takeJson<T>(this.#api, this.#api.loupe_chat_apply(this.#handle(), cstr(JSON.stringify(inputs))));
+    return this.#take<T>(this.#api.loupe_chat_apply(this.#handle(), cstr(JSON.stringify(inputs))));
   }
 
   /** Parses a reply (params as loupe_chat_parse takes them). */
   parse<T>(text: string, params: Record<string, unknown>): T {
-    return takeJson<T>(
-      this.#api,
+    return this.#take<T>(
       this.#api.loupe_chat_parse(this.#handle(), cstr(text.toWellFormed()), cstr(JSON.stringify(params))),
     );
+  }
+
+  /** A JSON result; NULL is the engine refusing its input (the thread's last error says why). */
+  #take<T>(ptr: Deno.PointerValue): T {
+    if (ptr === null) throw new NativeError(INVALID, lastError(this.#api));
+    return takeJson<T>(this.#api, ptr);
   }
 
   /** Frees the handle; later calls throw. Idempotent. */

@@ -12,6 +12,7 @@ import type { NativeModel } from "../../ffi/model.ts";
 import type { NativeApi } from "../../ffi/util.ts";
 import { LoupeError } from "../util/errors.ts";
 import { wrap } from "../util/native_error.ts";
+import { type FieldRule, fieldsProblem, isObject, shown } from "../util/check.ts";
 
 /** A tool the model may call: a name, what it does, and its arguments as a JSON Schema. */
 export interface ToolDefinition {
@@ -174,7 +175,12 @@ export class ChatTemplates {
 
   /** What the template of `template` (null: the model's own) is. */
   info(template: string | null = null): TemplateInfo {
-    return this.handle(template).info<TemplateInfo>();
+    const chat = this.handle(template);
+    try {
+      return chat.info<TemplateInfo>();
+    } catch (e) {
+      throw wrap(e, "Cannot read the chat template");
+    }
   }
 
   /** A JSON Schema's grammar; a schema the converter rejects is INVALID_ARGUMENT with its message. */
@@ -221,43 +227,57 @@ export interface PreparedChat {
   grammarMs: number;
 }
 
+/** The fields of chat options and what each may hold (combinations are checked in checkChatOptions). */
+const CHAT_RULES: Record<string, FieldRule> = {
+  template: "string",
+  chatTemplateKwargs: "object",
+  now: (v) =>
+    (v instanceof Date && Number.isFinite(v.getTime())) || (typeof v === "number" && Number.isFinite(v))
+      ? null
+      : "a Date or milliseconds",
+  tools: (v) => Array.isArray(v) ? null : "an array",
+  toolChoice: ["auto", "required", "none"],
+  parallelToolCalls: "boolean",
+  reasoning: ["separate", "keep"],
+  // the constraint options, which the engine's chat layer takes too (as generate options checks them)
+  grammar: (v) => typeof v === "string" ? null : "a GBNF string",
+  jsonSchema: (v) => isObject(v) ? null : "a JSON Schema object",
+};
+
+/** What a tool definition's fields may hold. */
+const TOOL_RULES: Record<string, FieldRule> = {
+  description: "string",
+  parameters: (v) => isObject(v) ? null : "a JSON Schema object",
+};
+
+/** What the fields of a tool call in a message may hold. */
+const TOOL_CALL_RULES: Record<string, FieldRule> = { id: "string", arguments: "object" };
+
 /** What is wrong with a chat's options, or null. */
-function checkChatOptions(options: ChatOptions & ChatConstraintOptions): string | null {
-  if (options.template !== undefined && typeof options.template !== "string") return "template must be a string";
-  if (options.tools !== undefined) {
-    if (!Array.isArray(options.tools)) return "tools must be an array";
-    for (const [i, t] of options.tools.entries()) {
-      if (typeof t?.name !== "string" || t.name === "") return `tool ${i} needs a name`;
-      if (t.parameters !== undefined && (typeof t.parameters !== "object" || t.parameters === null)) {
-        return `tool "${t.name}"'s parameters must be a JSON Schema object`;
-      }
-    }
+function checkChatOptions(options: unknown): string | null {
+  if (options === undefined) return null;
+  if (!isObject(options)) return `the options must be an object, not ${shown(options)}`;
+  const problem = fieldsProblem(options, CHAT_RULES);
+  if (problem) return problem;
+  const o = options as ChatOptions & ChatConstraintOptions;
+  for (const [i, t] of (o.tools ?? []).entries()) {
+    if (!isObject(t) || typeof t.name !== "string" || t.name === "") return `tool ${i} needs a name`;
+    const bad = fieldsProblem(t as unknown as Record<string, unknown>, TOOL_RULES);
+    if (bad) return `tool "${t.name}"'s ${bad}`;
   }
-  if (options.toolChoice !== undefined && !["auto", "required", "none"].includes(options.toolChoice)) {
-    return `toolChoice must be "auto", "required" or "none", not ${JSON.stringify(options.toolChoice)}`;
-  }
-  if (options.toolChoice === "required" && !options.tools?.length) return 'toolChoice "required" needs tools';
-  if (options.reasoning !== undefined && options.reasoning !== "separate" && options.reasoning !== "keep") {
-    return 'reasoning must be "separate" or "keep"';
-  }
-  if (options.grammar !== undefined && options.jsonSchema !== undefined) return "give grammar or jsonSchema, not both";
-  if (options.grammar !== undefined && options.tools?.length && options.toolChoice !== "none") {
+  if (o.toolChoice === "required" && !o.tools?.length) return 'toolChoice "required" needs tools';
+  if (o.grammar !== undefined && o.jsonSchema !== undefined) return "give grammar or jsonSchema, not both";
+  if (o.grammar !== undefined && o.tools?.length && o.toolChoice !== "none") {
     return "a grammar cannot be combined with tools";
-  }
-  const kw = options.chatTemplateKwargs;
-  if (kw !== undefined && (typeof kw !== "object" || kw === null || Array.isArray(kw))) {
-    return "chatTemplateKwargs must be an object";
-  }
-  const now = options.now;
-  if (now !== undefined && !(now instanceof Date) && typeof now !== "number") {
-    return "now must be a Date or milliseconds";
   }
   return null;
 }
 
 /** Messages in the OpenAI form the engine parses; throws INVALID_ARGUMENT for a bad message. */
 export function toEngineMessages(messages: ReadonlyArray<ChatTurn>, what = "Cannot chat"): Record<string, unknown>[] {
-  if (!Array.isArray(messages)) throw new LoupeError("INVALID_ARGUMENT", `${what}: the messages must be an array`);
+  if (!Array.isArray(messages)) {
+    throw new LoupeError("INVALID_ARGUMENT", `${what}: the messages must be an array, not ${shown(messages)}`);
+  }
   return messages.map((m, i) => {
     if (typeof m?.role !== "string" || typeof m?.content !== "string") {
       throw new LoupeError("INVALID_ARGUMENT", `${what}: message ${i} needs a string role and content`);
@@ -280,6 +300,8 @@ export function toEngineMessages(messages: ReadonlyArray<ChatTurn>, what = "Cann
         if (typeof c?.name !== "string" || c.name === "") {
           throw new LoupeError("INVALID_ARGUMENT", `${what}: tool call ${j} of message ${i} needs a name`);
         }
+        const bad = fieldsProblem(c as unknown as Record<string, unknown>, TOOL_CALL_RULES);
+        if (bad) throw new LoupeError("INVALID_ARGUMENT", `${what}: tool call ${j} of message ${i}: its ${bad}`);
         return {
           id: c.id ?? "",
           type: "function",
@@ -301,6 +323,7 @@ export function prepareChat(
 ): PreparedChat {
   const invalid = checkChatOptions(options);
   if (invalid) throw new LoupeError("INVALID_ARGUMENT", `Cannot chat: ${invalid}`);
+  options ??= {};
   const t0 = performance.now();
   const engineMessages = toEngineMessages(messages);
   const chat = chats.handle(options.template ?? null);

@@ -14,7 +14,8 @@
  *
  * @module
  */
-import { checkLoadOptions, positiveInteger } from "../engine/load_options.ts";
+import { checkLoadOptions } from "../engine/load_options.ts";
+import { checkOptions, checkString, type FieldRule, shown } from "../util/check.ts";
 import { Resource } from "../util/resource.ts";
 import { NativeEmbedder } from "../../ffi/embed.ts";
 import { DISPLAY, displayable, displayOf, type MimeBundle } from "../util/presenter.ts";
@@ -25,9 +26,17 @@ import { wrap } from "../util/native_error.ts";
 import { describeKind, modelKind, type Pooling } from "../gguf/kind.ts";
 import { assertDeviceAvailable, type Device, devices } from "../engine/engine.ts";
 import { LoupeError } from "../util/errors.ts";
+import { checkContextMemory } from "../util/memory.ts";
 import { validateModelFile } from "../gguf/preflight.ts";
 import { addDownloadStage, fetchForLoad } from "../hub/resolve.ts";
-import { addNativeStage, checkPlacement, type DeviceMemory, type NativeStage, Timeline } from "../timeline/timeline.ts";
+import {
+  addNativeStage,
+  checkPlacement,
+  checkRequirement,
+  type DeviceMemory,
+  type NativeStage,
+  Timeline,
+} from "../timeline/timeline.ts";
 
 export type { Pooling } from "../gguf/kind.ts";
 
@@ -44,7 +53,12 @@ export interface LoadEmbedderOptions {
    * Giving one also lets a text generation model without pooling metadata make embeddings.
    */
   pooling?: Pooling;
-  /** Longest text in tokens, and the most tokens in one batch; default min(training context, 4096), at most the training context. */
+  /**
+   * Longest text in tokens, and the most tokens in one batch; default min(training context, 4096), at
+   * most the training context. One batch is one graph, whose attention grows with the square of it: a
+   * context that would not fit in free memory is a `NOT_ENOUGH_MEMORY` error, found before anything is
+   * allocated.
+   */
   contextSize?: number;
   /**
    * Most tokens packed into one batch (one graph); default min(contextSize, 512). Texts are
@@ -200,8 +214,6 @@ interface RunOutput {
   stages: { encode: NativeStage };
 }
 
-const POOLINGS: readonly Pooling[] = ["none", "mean", "cls", "last", "rank"];
-
 /** Default most tokens per batch (see {@linkcode LoadEmbedderOptions.batchSize}). */
 const DEFAULT_BATCH_TOKENS = 512;
 
@@ -228,18 +240,14 @@ const finalizer = new FinalizationRegistry<Owned>((o) => {
  * const [a, b] = await emb.embed(["first text", "second text"]);
  * ```
  */
-export async function loadEmbedder(name: string, options: LoadEmbedderOptions = {}): Promise<Embedder> {
+export async function loadEmbedder(name: string, given?: LoadEmbedderOptions): Promise<Embedder> {
+  checkString(name, "the path or name", "Cannot load model");
+  const options = checkLoadOptions(given, `Cannot load model "${name}"`);
   const fetched = await fetchForLoad(name, options);
   const path = fetched?.path ?? name;
   const what = `Cannot load model "${path}"`;
   const header = await validateModelFile(path);
   const kind = modelKind(header);
-  if (options.pooling !== undefined && !POOLINGS.includes(options.pooling)) {
-    throw new LoupeError(
-      "INVALID_ARGUMENT",
-      `${what}: pooling must be one of ${POOLINGS.join(", ")}, not ${JSON.stringify(options.pooling)}`,
-    );
-  }
   if (kind.kind === "generation" && options.pooling === undefined) {
     throw new LoupeError(
       "WRONG_KIND",
@@ -247,14 +255,9 @@ export async function loadEmbedder(name: string, options: LoadEmbedderOptions = 
         `or give loadEmbedder a pooling option to embed with it anyway`,
     );
   }
-  checkLoadOptions(options, what);
-  positiveInteger(options.maxSequences, "maxSequences", what);
   const gpuLayers = options.gpuLayers === undefined || options.gpuLayers === "auto" || options.gpuLayers === "all"
     ? -1
     : options.gpuLayers;
-  if (!Number.isInteger(gpuLayers)) {
-    throw new LoupeError("INVALID_ARGUMENT", `${what}: gpuLayers must be an integer, "auto" or "all"`);
-  }
   const lib = await loadEngine();
   if (options.requireDevice) await assertDeviceAvailable(options.requireDevice);
   if (options.device) await assertDeviceAvailable(options.device);
@@ -276,8 +279,8 @@ export async function loadEmbedder(name: string, options: LoadEmbedderOptions = 
   const onAbort = () => model.cancel();
   if (options.signal?.aborted) model.cancel();
   options.signal?.addEventListener("abort", onAbort);
-  const watch = watchLoad(path, () => model.progress(), options);
-  let embedder: NativeEmbedder;
+  const watch = watchLoad(path, () => model.progress(), options, what, () => model.cancel());
+  let embedder: NativeEmbedder | undefined;
   let modelInfo: NativeModelInfo;
   try {
     await model.load();
@@ -298,8 +301,7 @@ export async function loadEmbedder(name: string, options: LoadEmbedderOptions = 
           `(${modelInfo.nCtxTrain} tokens)`,
       );
     }
-    if (options.signal?.aborted) throw new LoupeError("ABORTED", `${what}: loading was cancelled`);
-    embedder = await NativeEmbedder.create(lib.api, model, {
+    const params = {
       contextSize: options.contextSize ?? 0,
       seqMax: options.maxSequences ?? 0,
       pooling: options.pooling ?? "model",
@@ -307,18 +309,28 @@ export async function loadEmbedder(name: string, options: LoadEmbedderOptions = 
       threadsBatch: options.threadsBatch ?? 0,
       flashAttn: options.flashAttn ?? "auto",
       measure: options.measure ?? true,
-    });
+    };
+    // the context's memory, estimated before anything is taken (see src/util/memory.ts)
+    await checkContextMemory(
+      model,
+      { ...params, kind: "embedding" },
+      (n) => `Cannot create an embedding context of ${n} tokens for "${path}"`,
+    );
+    if (options.signal?.aborted) throw new LoupeError("ABORTED", `${what}: loading was cancelled`);
+    embedder = await NativeEmbedder.create(lib.api, model, params);
+    await watch.done();
   } catch (e) {
+    embedder?.free();
     model.free();
+    if (watch.error) throw watch.error;
     const err = wrap(e, what);
     await watch.fail(err.message);
-    throw err.code === "ABORTED" || err.code === "WRONG_KIND" || err.code === "INVALID_ARGUMENT"
+    throw ["ABORTED", "WRONG_KIND", "INVALID_ARGUMENT", "NOT_ENOUGH_MEMORY"].includes(err.code)
       ? err
       : new LoupeError("LOAD_FAILED", err.message, { nativeMessage: err.nativeMessage, cause: e });
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
   }
-  await watch.done();
   const native = embedder.info<NativeEmbedInfo>();
   const info: EmbedderInfo = {
     arch: modelInfo.arch,
@@ -407,19 +419,18 @@ export class Embedder extends Resource {
    * An empty list gives an empty result. Lone UTF-16 surrogates become U+FFFD (as in any
    * UTF-8 encoding); NUL characters are text like any other.
    */
-  embed(texts: string[], options: EmbedOptions = {}): Promise<Embeddings> {
-    if (this.info.pooling === "none" || this.info.pooling === "rank") {
-      const use = this.info.pooling === "none" ? "embedTokens" : "rerank";
-      return Promise.reject(
-        new LoupeError(
+  embed(texts: string[], options?: EmbedOptions): Promise<Embeddings> {
+    return this.#call("embed", texts, options, () => {
+      if (this.info.pooling === "none" || this.info.pooling === "rank") {
+        const use = this.info.pooling === "none" ? "embedTokens" : "rerank";
+        throw new LoupeError(
           "INVALID_ARGUMENT",
           `Cannot embed: the embedder uses pooling "${this.info.pooling}"; use ${use}`,
-        ),
-      );
-    }
-    return this.#call("embed", texts, options, (values, counts) => {
+        );
+      }
+    }, (values, counts, o) => {
       const n = this.#native.nOut;
-      return counts.map((_, i) => normalized(values.slice(i * n, (i + 1) * n), options.normalize ?? "l2"));
+      return counts.map((_, i) => normalized(values.slice(i * n, (i + 1) * n), o.normalize ?? "l2"));
     });
   }
 
@@ -427,22 +438,21 @@ export class Embedder extends Resource {
    * Per-token vectors (the embedder must be loaded with pooling "none"): for each text, one
    * vector per token, normalised as `normalize` says (default "none").
    */
-  embedTokens(texts: string[], options: EmbedOptions = {}): Promise<TokenEmbeddings> {
-    if (this.info.pooling !== "none") {
-      return Promise.reject(
-        new LoupeError(
+  embedTokens(texts: string[], options?: EmbedOptions): Promise<TokenEmbeddings> {
+    return this.#call("embed", texts, options, () => {
+      if (this.info.pooling !== "none") {
+        throw new LoupeError(
           "INVALID_ARGUMENT",
           `Cannot embed tokens: the embedder uses pooling "${this.info.pooling}"; load it with pooling "none"`,
-        ),
-      );
-    }
-    return this.#call("embed", texts, options, (values, counts) => {
+        );
+      }
+    }, (values, counts, o) => {
       const d = this.info.dimensions;
       let at = 0;
       return counts.map((n) =>
         Array.from(
           { length: n },
-          () => normalized(values.slice(at * d, ++at * d), options.normalize ?? "none"),
+          () => normalized(values.slice(at * d, ++at * d), o.normalize ?? "none"),
         )
       );
     });
@@ -454,43 +464,54 @@ export class Embedder extends Resource {
    * relevant). Pairs are joined as llama.cpp does: with the model's "rerank" chat template when
    * it has one, else `query [EOS] [SEP] document` with the model's special tokens.
    */
-  rerank(query: string, documents: string[], options: RerankOptions = {}): Promise<RerankScores> {
-    if (this.info.pooling !== "rank") {
-      return Promise.reject(
-        new LoupeError(
+  rerank(query: string, documents: string[], options?: RerankOptions): Promise<RerankScores> {
+    return this.#call("rerank", documents, options, () => {
+      if (this.info.pooling !== "rank") {
+        throw new LoupeError(
           "INVALID_ARGUMENT",
           `Cannot rerank: the embedder uses pooling "${this.info.pooling}", not "rank"; load a reranking model`,
-        ),
-      );
-    }
-    if (typeof query !== "string") {
-      return Promise.reject(new LoupeError("INVALID_ARGUMENT", "Cannot rerank: the query must be a string"));
-    }
-    return this.#call("rerank", documents, options, (values, counts) => {
+        );
+      }
+      if (typeof query !== "string") {
+        throw new LoupeError("INVALID_ARGUMENT", `Cannot rerank: the query must be a string, not ${shown(query)}`);
+      }
+    }, (values, counts) => {
       const n = this.#native.nOut;
       const outputs = counts.map((_, i) => values.slice(i * n, (i + 1) * n));
       return Object.assign(outputs.map((o) => o[0]), { outputs });
     }, query);
   }
 
-  /** Tokenizes, checks lengths, runs the batches and builds the result with its timeline. */
+  /**
+   * Checks the call (CLOSED first, then the options, then `check`: what the method itself needs),
+   * then tokenizes, checks lengths, runs the batches and builds the result with its timeline.
+   */
   #call<R extends object>(
     kind: "embed" | "rerank",
     texts: string[],
-    options: EmbedOptions,
-    build: (values: Float32Array, counts: number[]) => R,
+    given: EmbedOptions | undefined,
+    check: () => void,
+    build: (values: Float32Array, counts: number[], options: EmbedOptions) => R,
     query?: string,
   ): Promise<R & CallInfo> {
     const what = kind === "rerank" ? "Cannot rerank" : "Cannot embed";
+    let options: EmbedOptions;
     try {
-      if (!Array.isArray(texts)) throw new LoupeError("INVALID_ARGUMENT", `${what}: the texts must be an array`);
+      this.assertOpen();
+      options = checkOptions(given, EMBED_RULES, what);
+      checkRequirement(options.requireDevice, this.#devices, what);
+      check();
+      if (!Array.isArray(texts)) {
+        throw new LoupeError(
+          "INVALID_ARGUMENT",
+          `${what}: the ${kind === "rerank" ? "documents" : "texts"} must be an array, not ${shown(texts)}`,
+        );
+      }
       texts.forEach((t, i) => {
         if (typeof t !== "string") {
-          throw new LoupeError("INVALID_ARGUMENT", `${what}: text ${i} is a ${typeof t}, not a string`);
+          throw new LoupeError("INVALID_ARGUMENT", `${what}: text ${i} must be a string, not ${shown(t)}`);
         }
       });
-      positiveInteger(options.batchSize, "batchSize", what);
-      checkNormalize(options.normalize, what);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -539,7 +560,7 @@ export class Embedder extends Resource {
       timeline.memory = this.info.memory; // weights per device, shown beside the stages
       checkPlacement(timeline, options.requireDevice ?? this.#options.requireDevice, this.#devices);
       // a table and the timeline plot when it is the last expression of a notebook cell
-      return displayable(Object.assign(build(values, counts), { timeline, tokenCounts: counts, truncated }));
+      return displayable(Object.assign(build(values, counts, options), { timeline, tokenCounts: counts, truncated }));
     });
   }
 
@@ -657,14 +678,19 @@ function preview(text: string): string {
   return JSON.stringify(text.length > 40 ? text.slice(0, 40) + "…" : text);
 }
 
-function checkNormalize(n: Normalize | undefined, what: string): void {
-  if (n === undefined || n === "l2" || n === "none" || n === "max") return;
-  if (typeof n === "number" && Number.isFinite(n) && n >= 1) return;
-  throw new LoupeError(
-    "INVALID_ARGUMENT",
-    `${what}: normalize must be "l2", "none", "max" or a number p ≥ 1, not ${JSON.stringify(n)}`,
-  );
-}
+/** What the options of embed, embedTokens and rerank may hold. */
+const EMBED_RULES: Record<string, FieldRule> = {
+  normalize: (n) =>
+    n === "l2" || n === "none" || n === "max" || (typeof n === "number" && Number.isFinite(n) && n >= 1)
+      ? null
+      : '"l2", "none", "max" or a number p ≥ 1',
+  truncate: "boolean",
+  addSpecial: "boolean",
+  parseSpecial: "boolean",
+  batchSize: "positiveInteger",
+  requireDevice: "nonEmptyString",
+  signal: "signal",
+};
 
 /** Normalises `v` in place (as llama.cpp's common_embd_normalize, sums in double precision) and returns it. */
 function normalized(v: Float32Array, how: Normalize): Float32Array {
@@ -695,8 +721,19 @@ function normalized(v: Float32Array, how: Normalize): Float32Array {
  * ```
  */
 export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a?.length === undefined || b?.length === undefined) {
-    throw new LoupeError("INVALID_ARGUMENT", "Cannot compare vectors: both must be arrays of numbers");
+  for (const [name, v] of [["the first", a], ["the second", b]] as const) {
+    const list = Array.isArray(v) || (ArrayBuffer.isView(v) && !(v instanceof DataView))
+      ? v as ArrayLike<unknown>
+      : null;
+    const bad = list ? Array.prototype.findIndex.call(list, (x: unknown) => typeof x !== "number") : -1;
+    if (!list || bad >= 0) {
+      throw new LoupeError(
+        "INVALID_ARGUMENT",
+        `Cannot compare vectors: ${name} must be an array of numbers, not ${
+          list ? `an array holding ${shown(list[bad])}` : shown(v)
+        }`,
+      );
+    }
   }
   if (a.length !== b.length) {
     throw new LoupeError("INVALID_ARGUMENT", `Cannot compare vectors: lengths differ (${a.length} and ${b.length})`);

@@ -1,36 +1,73 @@
 /**
- * The options of loading a language model, and the checks of the size and thread options every
- * loader shares (models, sessions, embedders, projectors), before anything reaches the engine: a typed error with the option's name
- * instead of a JSON parser's complaint, a silently rounded value or a stalled kernel.
+ * The options of loading a language model, and the checks of the options every loader shares
+ * (models, sessions, embedders, projectors), before anything reaches the engine: a typed error
+ * with the option's name instead of a JSON parser's complaint, a silently rounded value or a
+ * stalled kernel.
  *
  * @module
  */
 import { LoupeError } from "../util/errors.ts";
+import { checkOptions, type FieldRule, isObject, shown } from "../util/check.ts";
 
 /** Throws INVALID_ARGUMENT unless `value` is undefined or a whole number ≥ 1. */
-export function positiveInteger(value: number | undefined, name: string, what: string): void {
-  if (value !== undefined && (!Number.isInteger(value) || value < 1)) {
-    throw new LoupeError("INVALID_ARGUMENT", `${what}: ${name} must be a positive whole number, not ${value}`);
+export function positiveInteger(value: unknown, name: string, what: string): void {
+  if (value !== undefined && (!Number.isInteger(value) || (value as number) < 1)) {
+    throw new LoupeError("INVALID_ARGUMENT", `${what}: ${name} must be a positive whole number, not ${shown(value)}`);
   }
 }
 
+/** The flash attention settings. */
+export const FLASH_ATTN = ["auto", "on", "off"] as const;
+
+/** The poolings of an embedder (see `LoadEmbedderOptions.pooling`). */
+export const POOLINGS = ["none", "mean", "cls", "last", "rank"] as const;
+
 /**
- * Checks `contextSize`, `batchSize`, `threads` and `threadsBatch` where given. Threads are at
- * most the CPUs this process may use (`navigator.hardwareConcurrency`): ggml's threads wait for
- * each other by spinning at every graph node, so more threads than CPUs slow every graph down
- * out of all proportion (here, on 2 CPUs, 4 tokens of a tiny model took 3 s with 8 threads and
- * 34 s with 64; 128 did not finish in a minute).
+ * Every option of the loaders (`loadModel`, `loadEmbedder`, `model.session`,
+ * `model.loadSession`, `model.loadProjector`) and what it may hold: an option has one meaning
+ * and one type wherever it appears, so one table checks them all before anything reaches the
+ * engine (whose JSON reader would otherwise answer `[json.exception.type_error.302]`, or take
+ * an unknown flash attention setting for "auto" without a word).
  */
-export function checkLoadOptions(
-  options: { contextSize?: number; batchSize?: number; threads?: number; threadsBatch?: number },
-  what: string,
-): void {
-  positiveInteger(options.contextSize, "contextSize", what);
-  positiveInteger(options.batchSize, "batchSize", what);
+const LOAD_RULES: Record<string, FieldRule> = {
+  gpuLayers: (v) => v === "auto" || v === "all" || Number.isInteger(v) ? null : 'a whole number, "auto" or "all"',
+  device: "nonEmptyString",
+  contextSize: "positiveInteger",
+  batchSize: "positiveInteger",
+  threads: "positiveInteger",
+  threadsBatch: "positiveInteger",
+  maxSequences: "positiveInteger",
+  flashAttn: FLASH_ATTN,
+  requireDevice: "nonEmptyString",
+  vocabOnly: "boolean",
+  measure: "boolean",
+  projector: "nonEmptyString",
+  pooling: POOLINGS,
+  onProgress: "function",
+  progress: "boolean",
+  signal: "signal",
+  contextShift: "boolean",
+  nKeep: "nonNegativeInteger",
+  systemPrompt: "string",
+  gpu: "boolean",
+  warmup: "boolean",
+  probe: (v) => typeof v === "boolean" || isObject(v) ? null : "true, false or the probe's options",
+};
+
+/**
+ * Checks a loader's options before anything reaches the engine and returns them (`{}` for
+ * undefined): the options must be an object, and every option given must have its type (see
+ * the table above). Sizes and threads are whole numbers ≥ 1; threads are at most the CPUs this
+ * process may use (`navigator.hardwareConcurrency`): ggml's threads wait for each other by
+ * spinning at every graph node, so more threads than CPUs slow every graph down out of all
+ * proportion (here, on 2 CPUs, 4 tokens of a tiny model took 3 s with 8 threads and 34 s with
+ * 64; 128 did not finish in a minute). Throws INVALID_ARGUMENT starting with `what`.
+ */
+export function checkLoadOptions<T extends object>(options: T | null | undefined, what: string): T {
+  const checked = checkOptions(options, LOAD_RULES, what) as T & { threads?: number; threadsBatch?: number };
   const cpus = navigator.hardwareConcurrency;
   for (const name of ["threads", "threadsBatch"] as const) {
-    const n = options[name];
-    positiveInteger(n, name, what);
+    const n = checked[name];
     if (n !== undefined && n > cpus) {
       throw new LoupeError(
         "INVALID_ARGUMENT",
@@ -39,6 +76,7 @@ export function checkLoadOptions(
       );
     }
   }
+  return checked;
 }
 
 /** Options of `loadModel`. */
@@ -47,7 +85,12 @@ export interface LoadModelOptions {
   gpuLayers?: number | "auto" | "all";
   /** Restrict offloading to this device, e.g. "Vulkan0" or "CUDA0". */
   device?: string;
-  /** Context size in tokens; default min(training context, 4096). */
+  /**
+   * Context size in tokens; default min(training context, 4096). Its memory (KV cache and compute
+   * buffers, per device) is estimated before anything is allocated: a context that would not fit in
+   * free memory is a `NOT_ENOUGH_MEMORY` error naming what it needs and what is free (README, "Memory
+   * checks").
+   */
   contextSize?: number;
   /** Logical batch size for prompt evaluation (default 512). */
   batchSize?: number;

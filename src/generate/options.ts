@@ -6,6 +6,7 @@
  * @module
  */
 import { LoupeError } from "../util/errors.ts";
+import { type FieldRule, fieldsProblem, isObject, shown } from "../util/check.ts";
 
 /** Default cap on generated tokens when `maxTokens` is not given: generation never runs to a full context by accident. */
 export const DEFAULT_MAX_TOKENS = 256;
@@ -113,11 +114,25 @@ export interface SamplingParams extends GrammarParams {
 
 const NUMBERS = ["temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "seed"] as const;
 
+/** The fields of generate options besides the numbers, and what each may hold. */
+const GENERATE_RULES: Record<string, FieldRule> = {
+  stop: (v) => Array.isArray(v) && v.every((s) => typeof s === "string") ? null : "an array of strings",
+  ignoreEos: "boolean",
+  signal: "signal",
+  requireDevice: "nonEmptyString",
+  addSpecial: "boolean",
+  parseSpecial: "boolean",
+  grammar: (v) => typeof v === "string" ? null : "a GBNF string",
+  jsonSchema: (v) => isObject(v) ? null : "a JSON Schema object",
+};
+
 /** What is wrong with `options` (a sentence fragment), or null when nothing is. */
-export function invalidGenerateOption(options: Record<string, unknown>): string | null {
+export function invalidGenerateOption(options: unknown): string | null {
+  if (options === undefined) return null;
+  if (!isObject(options)) return `the options must be an object, not ${shown(options)}`;
   const max = options.maxTokens;
   if (max !== undefined && (typeof max !== "number" || !Number.isInteger(max) || max < 0)) {
-    return `maxTokens must be a whole number, not ${typeof max === "number" ? max : JSON.stringify(max) ?? typeof max}`;
+    return `maxTokens must be a whole number, not ${shown(max)}`;
   }
   if (typeof max === "number" && max > MAX_TOKENS_LIMIT) {
     return `maxTokens must be at most ${MAX_TOKENS_LIMIT}, not ${max}`;
@@ -125,23 +140,29 @@ export function invalidGenerateOption(options: Record<string, unknown>): string 
   for (const key of NUMBERS) {
     const v = options[key];
     if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v))) {
-      return `${key} must be a finite number, not ${typeof v === "number" ? v : JSON.stringify(v) ?? typeof v}`;
+      return `${key} must be a finite number, not ${shown(v)}`;
     }
   }
   for (const key of ["topK", "repeatLastN", "seed"] as const) {
     const v = options[key];
     if (v !== undefined && !Number.isInteger(v)) return `${key} must be a whole number, not ${v}`;
   }
-  const stop = options.stop;
-  if (stop !== undefined && (!Array.isArray(stop) || !stop.every((s) => typeof s === "string"))) {
-    return "stop must be an array of strings";
+  const seed = options.seed as number | undefined;
+  if (seed !== undefined && (seed < 0 || seed > 0xFFFFFFFF)) {
+    return `seed must be a whole number from 0 to ${0xFFFFFFFF}, not ${seed}`;
   }
-  if (options.grammar !== undefined && typeof options.grammar !== "string") return "grammar must be a GBNF string";
-  const schema = options.jsonSchema;
-  if (schema !== undefined && (typeof schema !== "object" || schema === null || Array.isArray(schema))) {
-    return "jsonSchema must be a JSON Schema object";
-  }
-  return null;
+  return fieldsProblem(options, GENERATE_RULES);
+}
+
+/**
+ * Checks the options of a generating call (see {@linkcode invalidGenerateOption}) and returns
+ * them (`{}` for undefined); throws an INVALID_ARGUMENT LoupeError starting with `what`. Every
+ * generating entry point calls it first, so `options.signal` and the rest can be read safely.
+ */
+export function generateOptions<T extends GenerateOptions>(options: T | null | undefined, what = "Cannot generate"): T {
+  const invalid = invalidGenerateOption(options);
+  if (invalid) throw new LoupeError("INVALID_ARGUMENT", `${what}: ${invalid}`);
+  return options ?? {} as T;
 }
 
 /**
@@ -150,9 +171,8 @@ export function invalidGenerateOption(options: Record<string, unknown>): string 
  * constraint the caller worked out (src/chat: from `grammar`, `jsonSchema` or tools); without it,
  * `options.grammar` applies as it is and `jsonSchema` is refused (the call cannot convert it).
  */
-export function samplingParams(options: GenerateOptions, grammar?: GrammarParams): SamplingParams {
-  const invalid = invalidGenerateOption(options as Record<string, unknown>);
-  if (invalid) throw new LoupeError("INVALID_ARGUMENT", `Cannot generate: ${invalid}`);
+export function samplingParams(given: GenerateOptions, grammar?: GrammarParams): SamplingParams {
+  const options = generateOptions(given);
   if (!grammar && options.jsonSchema !== undefined) {
     throw new LoupeError("INVALID_ARGUMENT", "Cannot generate: jsonSchema is not supported by this call");
   }

@@ -10,6 +10,7 @@ import { createHash } from "node:crypto";
 import { basename, dirname, join } from "node:path";
 import type { Timeline } from "../timeline/timeline.ts";
 import { LoupeError } from "../util/errors.ts";
+import { checkOptions, checkString, type FieldRule } from "../util/check.ts";
 import { progressFor, type ProgressSink } from "../util/presenter.ts";
 import { type HubConfig, hubConfig, type HubSettings, RepoCache, urlCacheDir } from "./cache.ts";
 import { download, type DownloadJob, type DownloadOutcome, mb } from "./download.ts";
@@ -119,7 +120,7 @@ export const resolveHooks: { backoffMs?: number } = {};
  * const path = await resolveModel("hf:ggml-org/SmolLM2-135M-Instruct-GGUF:Q8_0");
  * ```
  */
-export async function resolveModel(name: string, options: ResolveOptions = {}): Promise<string> {
+export async function resolveModel(name: string, options?: ResolveOptions): Promise<string> {
   return (await pull(name, options)).path;
 }
 
@@ -134,7 +135,9 @@ export async function resolveModel(name: string, options: ResolveOptions = {}): 
  * console.log(r.path, r.projector, r.cacheHit ? "cached" : `${r.downloadedBytes} bytes`);
  * ```
  */
-export async function pull(name: string, options: ResolveOptions = {}): Promise<PullResult> {
+export async function pull(name: string, given?: ResolveOptions): Promise<PullResult> {
+  checkString(name, "the name", "Cannot resolve the model");
+  const options = checkOptions(given, RESOLVE_RULES, `Cannot resolve "${name}"`);
   const cfg = hubConfig(options);
   const parsed = parseModelName(name, cfg.endpoint);
   const t0 = performance.now();
@@ -173,6 +176,20 @@ export async function pull(name: string, options: ResolveOptions = {}): Promise<
   }
   return { ...result, wallMs: performance.now() - t0, requests: ctx.requests };
 }
+
+/** What the options of {@linkcode pull} and {@linkcode resolveModel} may hold. */
+const RESOLVE_RULES: Record<string, FieldRule> = {
+  endpoint: "nonEmptyString",
+  cacheDir: "nonEmptyString",
+  token: (v) => (typeof v === "string" && v !== "") || v === false ? null : "a non-empty string or false",
+  offline: "boolean",
+  projector: (v) => typeof v === "boolean" || v === "auto" ? null : 'true, false or "auto"',
+  urlCacheDir: "nonEmptyString",
+  retries: "positiveInteger",
+  signal: "signal",
+  progress: "boolean",
+  onProgress: "function",
+};
 
 function originOf(endpoint: string): string {
   try {
@@ -521,7 +538,16 @@ class Reporter {
     if (!force && now - this.#last < 100) return;
     this.#last = now;
     const full = this.#progress(p);
-    this.options.onProgress?.(full);
+    try {
+      this.options.onProgress?.(full);
+    } catch (e) {
+      // thrown out of the transfer as it is: no retry, the partial download is kept
+      throw new LoupeError(
+        "INVALID_ARGUMENT",
+        `Cannot download ${this.label}: the onProgress callback threw: ${e instanceof Error ? e.message : String(e)}`,
+        { cause: e },
+      );
+    }
     if (this.#bar === undefined) {
       this.#bar = this.options.progress === false
         ? null

@@ -21,7 +21,7 @@ import { assertDeviceAvailable, type Device, devices } from "../engine/engine.ts
 import { loadEngine } from "../engine/library.ts";
 import { checkLoadOptions, type LoadModelOptions } from "../engine/load_options.ts";
 import { lendInternals, type ModelInternals } from "../generate/internals.ts";
-import { type GenerateOptions, type GrammarParams, samplingParams } from "../generate/options.ts";
+import { type GenerateOptions, generateOptions, type GrammarParams, samplingParams } from "../generate/options.ts";
 import type { ChatMessage, GenerateResult } from "../generate/result.ts";
 import {
   addGenerationStages,
@@ -31,7 +31,7 @@ import {
   type StepOutput,
   STREAM_STEP,
 } from "../generate/step.ts";
-import { TextStream } from "../generate/stream.ts";
+import { stoppable, TextStream } from "../generate/stream.ts";
 import { describeKind, modelKind } from "../gguf/kind.ts";
 import { validateModelFile } from "../gguf/preflight.ts";
 import { addDownloadStage, fetchForLoad, localProjector } from "../hub/resolve.ts";
@@ -42,8 +42,10 @@ import {
   type Session,
   type SessionOptions,
 } from "../session/session.ts";
-import { addNativeStage, checkPlacement, type DeviceMemory, Timeline } from "../timeline/timeline.ts";
+import { addNativeStage, checkPlacement, checkRequirement, type DeviceMemory, Timeline } from "../timeline/timeline.ts";
 import { LoupeError } from "../util/errors.ts";
+import { checkContextMemory } from "../util/memory.ts";
+import { checkOptions, checkString, type FieldRule, isObject, shown } from "../util/check.ts";
 import { watchLoad } from "../util/load_watch.ts";
 import { wrap } from "../util/native_error.ts";
 import { Resource } from "../util/resource.ts";
@@ -151,7 +153,9 @@ const finalizer = new FinalizationRegistry<NativeModel>((native) => native.free(
  * await using vl = await loadModel("hf:ggml-org/gemma-3-4b-it-GGUF", { projector: "auto" });
  * ```
  */
-export async function loadModel(name: string, options: LoadModelOptions = {}): Promise<Model> {
+export async function loadModel(name: string, options?: LoadModelOptions): Promise<Model> {
+  checkString(name, "the path or name", "Cannot load model");
+  options = checkLoadOptions(options, `Cannot load model "${name}"`);
   const fetched = await fetchForLoad(name, { ...options, projector: options.projector === "auto" });
   const path = fetched?.path ?? name;
   const projector = options.projector === "auto" ? fetched?.projector ?? await localProjector(path) : options.projector;
@@ -166,51 +170,65 @@ export async function loadModel(name: string, options: LoadModelOptions = {}): P
   if (kind.kind !== "generation" && !options.vocabOnly) {
     throw new LoupeError("WRONG_KIND", `Cannot load model "${path}": it is ${describeKind(kind)}; use loadEmbedder`);
   }
-  checkLoadOptions(options, `Cannot load model "${path}"`);
   const lib = await loadEngine();
   if (options.requireDevice) await assertDeviceAvailable(options.requireDevice);
   if (options.device) await assertDeviceAvailable(options.device);
   const gpuLayers = options.gpuLayers === undefined || options.gpuLayers === "auto" || options.gpuLayers === "all"
     ? -1
     : options.gpuLayers;
-  if (!Number.isInteger(gpuLayers)) {
-    throw new LoupeError(
-      "INVALID_ARGUMENT",
-      `Cannot load model "${path}": gpuLayers must be an integer, "auto" or "all"`,
-    );
+  const what = `Cannot load model "${path}"`;
+  let native: NativeModel;
+  try {
+    native = new NativeModel(lib.api, {
+      path,
+      gpuLayers,
+      devices: options.device ? [options.device] : null,
+      contextSize: options.contextSize ?? 0,
+      batchSize: options.batchSize ?? 512,
+      threads: options.threads ?? navigator.hardwareConcurrency,
+      threadsBatch: options.threadsBatch ?? 0,
+      flashAttn: options.flashAttn ?? "auto",
+      vocabOnly: options.vocabOnly ?? false,
+      measure: options.measure ?? true,
+    });
+  } catch (e) {
+    throw wrap(e, what);
   }
-  const native = new NativeModel(lib.api, {
-    path,
-    gpuLayers,
-    devices: options.device ? [options.device] : null,
-    contextSize: options.contextSize ?? 0,
-    batchSize: options.batchSize ?? 512,
-    threads: options.threads ?? navigator.hardwareConcurrency,
-    threadsBatch: options.threadsBatch ?? 0,
-    flashAttn: options.flashAttn ?? "auto",
-    vocabOnly: options.vocabOnly ?? false,
-    measure: options.measure ?? true,
-  });
+  if (!options.vocabOnly) {
+    // the default context's memory, estimated before anything is taken (see src/util/memory.ts)
+    const params = {
+      contextSize: options.contextSize ?? 0,
+      batchSize: options.batchSize ?? 512,
+      flashAttn: options.flashAttn ?? "auto",
+    };
+    await checkContextMemory(native, params, (n) => `Cannot create a context of ${n} tokens for "${path}"`)
+      .catch((e) => {
+        native.free();
+        throw e;
+      });
+  }
   const timeline = new Timeline("load");
   if (fetched) addDownloadStage(timeline, fetched);
   const t0 = performance.now();
+  const signal = options.signal;
   const onAbort = () => native.cancel();
-  if (options.signal?.aborted) native.cancel();
-  options.signal?.addEventListener("abort", onAbort);
-  const watch = watchLoad(path, () => native.progress(), options);
+  if (signal?.aborted) native.cancel();
+  signal?.addEventListener("abort", onAbort);
+  const watch = watchLoad(path, () => native.progress(), options, what, () => native.cancel());
   try {
     await native.load();
+    await watch.done();
   } catch (e) {
     native.free();
-    const err = wrap(e, `Cannot load model "${path}"`);
+    if (watch.error) throw watch.error;
+    const err = wrap(e, what);
     await watch.fail(err.message);
     throw err.code === "ABORTED"
       ? err
       : new LoupeError("LOAD_FAILED", err.message, { nativeMessage: err.nativeMessage, cause: e });
   } finally {
-    options.signal?.removeEventListener("abort", onAbort);
+    signal?.removeEventListener("abort", onAbort);
   }
-  await watch.done();
   const info = native.info<ModelInfo>();
   timeline.add({ name: "load", wallMs: performance.now() - t0, tokens: 0, graphs: 0, devices: {} });
   timeline.memory = info.memory;
@@ -333,8 +351,10 @@ export class Model extends Resource {
   }
 
   /** Tokenizes text with the model's tokenizer. */
-  tokenize(text: string, options: TokenizeOptions = {}): number[] {
+  tokenize(text: string, options?: TokenizeOptions): number[] {
     this.assertOpen();
+    checkString(text, "the text", "Cannot tokenize", true);
+    options = checkOptions(options, TOKENIZE_RULES, "Cannot tokenize");
     try {
       return Array.from(this.#native.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false));
     } catch (e) {
@@ -346,11 +366,17 @@ export class Model extends Resource {
    * Tokenizes many texts in one native call (cheaper than one `tokenize` per text when they
    * are many and short); the result is what `tokenize` gives for each, in order.
    */
-  tokenizeMany(texts: readonly string[], options: TokenizeOptions = {}): number[][] {
+  tokenizeMany(texts: readonly string[], options?: TokenizeOptions): number[][] {
     this.assertOpen();
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== "string")) {
-      throw new LoupeError("INVALID_ARGUMENT", "Cannot tokenize: the texts must be an array of strings");
+      throw new LoupeError(
+        "INVALID_ARGUMENT",
+        `Cannot tokenize: the texts must be an array of strings, not ${
+          Array.isArray(texts) ? `an array holding ${shown(texts.find((t) => typeof t !== "string"))}` : shown(texts)
+        }`,
+      );
     }
+    options = checkOptions(options, TOKENIZE_RULES, "Cannot tokenize");
     try {
       return this.#native.tokenizeMany(texts, options.addSpecial ?? true, options.parseSpecial ?? false)
         .map((t) => Array.from(t));
@@ -360,9 +386,10 @@ export class Model extends Resource {
   }
 
   /** Turns token ids back into text. */
-  detokenize(tokens: ArrayLike<number>, options: DetokenizeOptions = {}): string {
+  detokenize(tokens: ArrayLike<number>, options?: DetokenizeOptions): string {
     this.assertOpen();
-    const ids = Int32Array.from(tokens as ArrayLike<number>);
+    const ids = tokenIds(tokens, "Cannot detokenize");
+    options = checkOptions(options, DETOKENIZE_RULES, "Cannot detokenize");
     try {
       return this.#native.detokenize(ids, options.removeSpecial ?? false, options.unparseSpecial ?? false);
     } catch (e) {
@@ -376,8 +403,9 @@ export class Model extends Resource {
    * `now` included). A template that fails to render is an INVALID_ARGUMENT error quoting the
    * engine's message.
    */
-  applyChatTemplate(messages: ChatMessage[], options: ChatTemplateOptions = {}): string {
+  applyChatTemplate(messages: ChatMessage[], options?: ChatTemplateOptions): string {
     this.assertOpen();
+    options = checkOptions(options, { addAssistant: "boolean" }, "Cannot apply the chat template");
     return prepareChat(this.#chats, messages, options, options.addAssistant ?? true).rendered.prompt;
   }
 
@@ -387,17 +415,19 @@ export class Model extends Resource {
    */
   chatTemplateInfo(template?: string): TemplateInfo {
     this.assertOpen();
+    if (template !== undefined) checkString(template, "the template", "Cannot read the chat template");
     return this.#chats.info(template ?? null);
   }
 
   /** Generates a completion of `prompt`. */
-  generate(prompt: string, options: GenerateOptions = {}): Promise<GenerateResult> {
+  generate(prompt: string, options?: GenerateOptions): Promise<GenerateResult> {
     return this.#run(prompt, options, "generate", undefined, COLLECT_STEP);
   }
 
   /** Renders a chat and works out its constraint, or rejects (a template or option error). */
-  #prepare(messages: ChatMessage[], options: ChatCallOptions): ChatRun {
+  #prepare(messages: ChatMessage[], given: ChatCallOptions | undefined): ChatRun {
     this.assertOpen();
+    const options = generateOptions(given, "Cannot chat"); // the sampling options, before the template
     return { prepared: prepareChat(this.#chats, messages, options), options };
   }
 
@@ -410,7 +440,7 @@ export class Model extends Resource {
   chat(messages: ChatMessage[], options?: ChatCallOptions): Promise<GenerateResult>;
   /** Chats with text and images: `content: [{ image: "cat.jpg" }, "What is this?"]`. */
   chat(messages: Array<ChatMessage | VisionMessage>, options?: ChatCallOptions): Promise<VisionResult>;
-  chat(messages: Array<ChatMessage | VisionMessage>, options: ChatCallOptions = {}): Promise<GenerateResult> {
+  chat(messages: Array<ChatMessage | VisionMessage>, options?: ChatCallOptions): Promise<GenerateResult> {
     if (hasParts(messages)) return visionChat(this, messages as VisionMessage[], options);
     let chat: ChatRun;
     try {
@@ -418,14 +448,7 @@ export class Model extends Resource {
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.#run(
-      chat.prepared.rendered.prompt,
-      { parseSpecial: true, ...options },
-      "chat",
-      undefined,
-      COLLECT_STEP,
-      chat,
-    );
+    return this.#run(chat.prepared.rendered.prompt, chatOptions(options), "chat", undefined, COLLECT_STEP, chat);
   }
 
   /**
@@ -433,42 +456,54 @@ export class Model extends Resource {
    * (content may hold images; the same as {@linkcode streamChat}). The final result (with the
    * timeline) is on `stream.result` once iteration ends.
    */
-  stream(prompt: string | Array<ChatMessage | VisionMessage>, options: ChatCallOptions = {}): TextStream {
+  stream(prompt: string | Array<ChatMessage | VisionMessage>, options?: ChatCallOptions): TextStream {
     if (Array.isArray(prompt)) return this.streamChat(prompt, options);
-    return new TextStream((onPiece) => this.#run(prompt, options, "generate", onPiece, STREAM_STEP));
+    return new TextStream((onPiece, stop) =>
+      this.#run(prompt, stoppable(options, stop), "generate", onPiece, STREAM_STEP)
+    );
   }
 
   /** Streams a chat reply (content may hold images); see {@linkcode stream}. */
-  streamChat(messages: Array<ChatMessage | VisionMessage>, options: ChatCallOptions = {}): TextStream {
+  streamChat(messages: Array<ChatMessage | VisionMessage>, options?: ChatCallOptions): TextStream {
     if (hasParts(messages)) {
-      return new TextStream((onPiece) => visionChat(this, messages as VisionMessage[], options, onPiece));
+      return new TextStream((onPiece, stop) =>
+        visionChat(this, messages as VisionMessage[], stoppable(options, stop), onPiece)
+      );
     }
     const chat = this.#prepare(messages as ChatMessage[], options);
-    return new TextStream((onPiece) =>
-      this.#run(chat.prepared.rendered.prompt, { parseSpecial: true, ...options }, "chat", onPiece, STREAM_STEP, chat)
+    return new TextStream((onPiece, stop) =>
+      this.#run(
+        chat.prepared.rendered.prompt,
+        stoppable(chatOptions(options), stop),
+        "chat",
+        onPiece,
+        STREAM_STEP,
+        chat,
+      )
     );
   }
 
   #run(
     prompt: string,
-    options: GenerateOptions,
+    given: GenerateOptions | undefined,
     kind: string,
     onPiece: ((piece: string, reasoning?: boolean) => void) | undefined,
     step: Step,
     chat?: ChatRun,
   ): Promise<GenerateResult> {
-    if (typeof prompt !== "string") {
-      return Promise.reject(new LoupeError("INVALID_ARGUMENT", "Cannot generate: the prompt must be a string"));
-    }
     let sampling: ReturnType<typeof samplingParams>;
     let grammarMs = 0;
+    let options: GenerateOptions;
     try {
+      this.assertOpen();
+      checkString(prompt, "the prompt", "Cannot generate", true);
+      options = generateOptions(given);
+      checkRequirement(options.requireDevice, this.#devices, "Cannot generate");
       let constraint: GrammarParams;
       if (chat) {
         constraint = chat.prepared.constraint;
         grammarMs = chat.prepared.grammarMs;
       } else {
-        this.assertOpen();
         const t = performance.now();
         constraint = generationConstraint(this.#chats, options);
         grammarMs = options.jsonSchema !== undefined ? performance.now() - t : 0;
@@ -568,6 +603,37 @@ export class Model extends Resource {
   [DISPLAY](): Promise<MimeBundle> {
     return displayOf(this);
   }
+}
+
+/** What tokenize options may hold. */
+const TOKENIZE_RULES: Record<string, FieldRule> = { addSpecial: "boolean", parseSpecial: "boolean" };
+
+/** What detokenize options may hold. */
+const DETOKENIZE_RULES: Record<string, FieldRule> = { removeSpecial: "boolean", unparseSpecial: "boolean" };
+
+/** Token ids as the engine takes them: an array (or typed array) of whole numbers in 32 bits, else INVALID_ARGUMENT. */
+function tokenIds(tokens: unknown, what: string): Int32Array {
+  const list = Array.isArray(tokens) || (ArrayBuffer.isView(tokens) && !(tokens instanceof DataView))
+    ? tokens as ArrayLike<unknown>
+    : null;
+  if (!list) {
+    throw new LoupeError("INVALID_ARGUMENT", `${what}: the tokens must be an array of token ids, not ${shown(tokens)}`);
+  }
+  for (let i = 0; i < list.length; i++) {
+    const t = list[i];
+    if (!Number.isInteger(t) || (t as number) < 0 || (t as number) > 0x7fffffff) {
+      throw new LoupeError(
+        "INVALID_ARGUMENT",
+        `${what}: token ${i} must be a token id (a whole number ≥ 0), not ${shown(t)}`,
+      );
+    }
+  }
+  return Int32Array.from(list as ArrayLike<number>);
+}
+
+/** A chat call's options: special tokens of the rendered template are read (unless said otherwise). */
+function chatOptions(options: ChatCallOptions | undefined): ChatCallOptions | undefined {
+  return options === undefined || isObject(options) ? { parseSpecial: true, ...options } : options;
 }
 
 /** The value of a JSON reply (a fenced ```json block too), or undefined when it is not JSON. */

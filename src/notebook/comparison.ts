@@ -92,7 +92,7 @@ export function comparisonFigure(input: RunsInput, options: { title?: string } =
       });
     }
     annotations.push({
-      x: Math.max(...run.timeline.stages.map((s) => s.startMs + Math.max(s.wallMs, minWidth))),
+      x: run.timeline.stages.reduce((x, s) => Math.max(x, s.startMs + Math.max(s.wallMs, minWidth)), -Infinity),
       y: run.label,
       xref: "x",
       yref: "y",

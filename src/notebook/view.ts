@@ -86,7 +86,7 @@ export interface Column<T> {
 export function textTable<T>(columns: Column<T>[], rows: T[]): string {
   const header = columns.some((c) => c.label !== "");
   const cells = [columns.map((c) => c.label), ...rows.map((r) => columns.map((c) => c.text(r)))];
-  const widths = columns.map((_, i) => Math.max(...cells.map((row) => row[i].length)));
+  const widths = columns.map((_, i) => cells.reduce((w, row) => Math.max(w, row[i].length), 0));
   const line = (row: string[]) =>
     row.map((cell, i) => columns[i].numeric ? cell.padStart(widths[i]) : cell.padEnd(widths[i])).join("  ").trimEnd();
   const body = cells.slice(1).map(line);

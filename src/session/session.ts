@@ -24,8 +24,13 @@ import { loadEngine } from "../engine/library.ts";
 import { NativeSession } from "../../ffi/session.ts";
 import { DISPLAY, displayable, displayOf, type MimeBundle, VIEW_KIND } from "../util/presenter.ts";
 import { LoupeError } from "../util/errors.ts";
+import { checkContextMemory } from "../util/memory.ts";
+import { checkString, shown } from "../util/check.ts";
+import { checkTarget, statFile } from "../util/files.ts";
+import { NativeError } from "../../ffi/util.ts";
+import { Status } from "../../ffi/model.ts";
 import { prepareChat } from "../chat/chat.ts";
-import { type GenerateOptions, samplingParams } from "../generate/options.ts";
+import { type GenerateOptions, generateOptions, samplingParams } from "../generate/options.ts";
 import { readGGUFFile } from "../gguf/gguf.ts";
 import type { Model } from "../model/model.ts";
 import { internalsOf, type ModelInternals } from "../generate/internals.ts";
@@ -38,9 +43,9 @@ import {
   type StepOutput,
   STREAM_STEP,
 } from "../generate/step.ts";
-import { TextStream } from "../generate/stream.ts";
+import { stoppable, TextStream } from "../generate/stream.ts";
 import { wrap } from "../util/native_error.ts";
-import { addNativeStage, checkPlacement, Timeline } from "../timeline/timeline.ts";
+import { addNativeStage, checkPlacement, checkRequirement, Timeline } from "../timeline/timeline.ts";
 import {
   flattenMedia,
   hasParts,
@@ -57,7 +62,11 @@ export const SESSION_MAGIC = "LOUPESES";
 
 /** Options of `model.session()`. */
 export interface SessionOptions {
-  /** Context size in tokens; default the model's (`model.info.nCtx`). */
+  /**
+   * Context size in tokens; default the model's (`model.info.nCtx`). A context that would not fit in
+   * free memory is a `NOT_ENOUGH_MEMORY` error, found before anything is allocated (as is a saved
+   * session's, whose file names its context size).
+   */
   contextSize?: number;
   /** When the context is full, drop old tokens and go on (default true); false stops with `stopReason: "contextFull"`. */
   contextShift?: boolean;
@@ -184,7 +193,14 @@ export function modelIdentity(model: Model): Promise<string> {
       parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
       const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
       return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
-    })();
+    })().catch((e) => {
+      identities.delete(model); // the file may be back next time
+      throw e instanceof LoupeError ? e : new LoupeError(
+        "NOT_FOUND",
+        `Cannot identify model "${model.path}": its file cannot be read (${(e as Error)?.message ?? e})`,
+        { cause: e },
+      );
+    });
     identities.set(model, id);
   }
   return id;
@@ -193,6 +209,7 @@ export function modelIdentity(model: Model): Promise<string> {
 /** Reads the header of a session file (the part TypeScript owns), or throws a typed error. */
 export async function readSessionHeader(path: string): Promise<{ meta: SessionMeta; native: Record<string, unknown> }> {
   const what = `Cannot load session "${path}"`;
+  await statFile(path, what); // a FIFO or a device would never end (or never start) a read
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
@@ -240,8 +257,9 @@ async function readFull(file: Deno.FsFile, buf: Uint8Array): Promise<number> {
 }
 
 /** Opens a session on `model` (see `Model.session`). */
-export async function openSession(model: Model, options: SessionOptions = {}): Promise<Session> {
+export async function openSession(model: Model, given?: SessionOptions): Promise<Session> {
   const internals = internalsOf(model);
+  const options = checkLoadOptions(given, "Cannot open a session");
   const contextSize = options.contextSize ?? model.info.nCtx;
   if (!Number.isInteger(contextSize) || contextSize < 8) {
     throw new LoupeError(
@@ -249,16 +267,6 @@ export async function openSession(model: Model, options: SessionOptions = {}): P
       `Cannot open a session: contextSize must be a whole number of at least 8, not ${contextSize}`,
     );
   }
-  if (options.nKeep !== undefined && (!Number.isInteger(options.nKeep) || options.nKeep < 0)) {
-    throw new LoupeError(
-      "INVALID_ARGUMENT",
-      `Cannot open a session: nKeep must be a whole number, not ${options.nKeep}`,
-    );
-  }
-  if (options.systemPrompt !== undefined && typeof options.systemPrompt !== "string") {
-    throw new LoupeError("INVALID_ARGUMENT", "Cannot open a session: systemPrompt must be a string");
-  }
-  checkLoadOptions(options, "Cannot open a session");
   const native = await createContext(model, internals, contextSize, options);
   const session = createSession(model, internals, native, {
     contextSize: native.contextSize,
@@ -279,10 +287,11 @@ export async function openSession(model: Model, options: SessionOptions = {}): P
 }
 
 /** Reopens a session saved with `Session.save` (see `Model.loadSession`). */
-export async function loadSession(model: Model, path: string, options: LoadSessionOptions = {}): Promise<Session> {
+export async function loadSession(model: Model, path: string, given?: LoadSessionOptions): Promise<Session> {
   const internals = internalsOf(model);
+  checkString(path, "the path", "Cannot load session");
   const what = `Cannot load session "${path}"`;
-  checkLoadOptions(options, what);
+  const options = checkLoadOptions(given, what);
   const { meta } = await readSessionHeader(path);
   const id = await modelIdentity(model);
   if (meta.model?.sha256 !== id) {
@@ -293,7 +302,13 @@ export async function loadSession(model: Model, path: string, options: LoadSessi
       }…), not "${model.path}" (${model.info.nVocab} tokens, ${model.info.nEmbd} wide, ${id.slice(0, 12)}…)`,
     );
   }
-  const native = await createContext(model, internals, meta.contextSize, options);
+  const native = await createContext(
+    model,
+    internals,
+    meta.contextSize,
+    options,
+    (n) => `${what} (saved from a context of ${n} tokens)`,
+  );
   try {
     await native.session.load<SessionMeta>(path);
   } catch (e) {
@@ -329,20 +344,25 @@ async function createContext(
   internals: ModelInternals,
   contextSize: number,
   options: LoadSessionOptions,
+  what = (n: number) => `Cannot create a context of ${n} tokens for "${model.path}"`,
 ): Promise<CreatedContext> {
   const lib = await loadEngine();
-  // CLOSED when the model closed during the await; from here to adopt() nothing yields, so a
-  // close() after this point sees the context being created and waits for it
-  internalsOf(model);
   const o = internals.options;
-  const creating = internals.native.createContext({
+  const params = {
     contextSize,
     batchSize: options.batchSize ?? o.batchSize ?? 512,
     threads: options.threads ?? o.threads ?? navigator.hardwareConcurrency,
     threadsBatch: options.threadsBatch ?? o.threadsBatch ?? 0,
     flashAttn: options.flashAttn ?? o.flashAttn ?? "auto",
     measure: options.measure ?? o.measure ?? true,
-  });
+  };
+  // the context's memory, estimated before anything is taken (see src/util/memory.ts)
+  internalsOf(model);
+  await checkContextMemory(internals.native, params, what, internals.adopt);
+  // CLOSED when the model closed during the awaits; from here to adopt() nothing yields, so a
+  // close() after this point sees the context being created and waits for it
+  internalsOf(model);
+  const creating = internals.native.createContext(params);
   let cancelled = false;
   const release = internals.adopt({
     closeAsync: async () => {
@@ -477,13 +497,13 @@ export class Session extends Resource {
    * Appends `prompt` (text, or token ids) to the session and generates. The cached tokens are
    * not evaluated again; an empty prompt continues where the last call stopped.
    */
-  generate(prompt: string | number[], options: GenerateOptions = {}): Promise<SessionResult> {
+  generate(prompt: string | number[], options?: GenerateOptions): Promise<SessionResult> {
     return this.#prompt(prompt, options, undefined, COLLECT_STEP);
   }
 
   /** Streams the pieces of {@linkcode generate}; the result is on `stream.result`. */
-  stream(prompt: string | number[], options: GenerateOptions = {}): TextStream {
-    return new TextStream((onPiece) => this.#prompt(prompt, options, onPiece, STREAM_STEP));
+  stream(prompt: string | number[], options?: GenerateOptions): TextStream {
+    return new TextStream((onPiece, stop) => this.#prompt(prompt, stoppable(options, stop), onPiece, STREAM_STEP));
   }
 
   /**
@@ -494,7 +514,7 @@ export class Session extends Resource {
    */
   chat(
     message: string | ChatMessage | VisionMessage | Array<ChatMessage | VisionMessage>,
-    options: GenerateOptions = {},
+    options?: GenerateOptions,
   ): Promise<SessionResult> {
     return this.#chat(message, options, undefined, COLLECT_STEP);
   }
@@ -502,36 +522,53 @@ export class Session extends Resource {
   /** Streams the reply of {@linkcode chat}; the result is on `stream.result`. */
   streamChat(
     message: string | ChatMessage | VisionMessage | Array<ChatMessage | VisionMessage>,
-    options: GenerateOptions = {},
+    options?: GenerateOptions,
   ): TextStream {
-    return new TextStream((onPiece) => this.#chat(message, options, onPiece, STREAM_STEP));
+    return new TextStream((onPiece, stop) => this.#chat(message, stoppable(options, stop), onPiece, STREAM_STEP));
   }
 
-  /** The logits of the last evaluated token (one per vocabulary entry). */
+  /**
+   * The logits of the last evaluated token (one per vocabulary entry). Before the first call
+   * there is no evaluated token: that is an INVALID_ARGUMENT error saying so.
+   */
   logits(): Promise<Float32Array> {
     return this.serial(() => {
+      const what = "Cannot read the logits";
       try {
         return Promise.resolve(this.#native.logits(this.#nVocab));
       } catch (e) {
-        throw wrap(e, "Cannot read the logits");
+        const err = wrap(e, what);
+        // the engine's "no logits" (nothing evaluated yet, or none kept) is about the session, not a closed handle
+        if (e instanceof NativeError && e.status === Status.STATE && !this.#native.context.freed) {
+          const none = this.#transcript.length === 0
+            ? "no token has been evaluated yet (run generate or chat first)"
+            : "the last evaluation kept none";
+          throw new LoupeError("INVALID_ARGUMENT", `${what}: ${none}`, { nativeMessage: e.message, cause: e });
+        }
+        throw err;
       }
     });
   }
 
-  /** Writes the session (its KV cache, tokens and chat) to `path`; load it with `model.loadSession(path)`. */
+  /**
+   * Writes the session (its KV cache, tokens and chat) to `path`; load it with
+   * `model.loadSession(path)`. A path that exists must be a regular file (it is replaced).
+   */
   save(path: string): Promise<void> {
-    if (typeof path !== "string" || path === "") {
-      return Promise.reject(
-        new LoupeError("INVALID_ARGUMENT", "Cannot save the session: the path must be a non-empty string"),
-      );
+    try {
+      checkString(path, "the path", "Cannot save the session");
+    } catch (e) {
+      return Promise.reject(e);
     }
+    const what = `Cannot save the session to "${path}"`;
     return this.serial(async () => {
+      await checkTarget(path, what);
       const id = await modelIdentity(this.model);
       let pending: number | null;
       try {
         pending = this.#transcript.length > this.#native.tokens().length ? this.#transcript.at(-1)! : null;
       } catch (e) {
-        throw wrap(e, `Cannot save the session to "${path}"`);
+        throw wrap(e, what);
       }
       const meta: SessionMeta = {
         kind: "loupe-session",
@@ -554,24 +591,36 @@ export class Session extends Resource {
       try {
         await this.#native.save(path, meta);
       } catch (e) {
-        throw wrap(e, `Cannot save the session to "${path}"`);
+        throw wrap(e, what);
       }
     }, true); // the context is freed only after the queue, so a save asked for before close() completes
   }
 
   #prompt(
     prompt: string | number[],
-    options: GenerateOptions,
+    given: GenerateOptions | undefined,
     onPiece: ((piece: string) => void) | undefined,
     step: Step,
   ): Promise<SessionResult> {
-    if (typeof prompt !== "string" && !Array.isArray(prompt)) {
-      return Promise.reject(
-        new LoupeError("INVALID_ARGUMENT", "Cannot generate: the prompt must be a string or token ids"),
-      );
-    }
-    if (Array.isArray(prompt) && !prompt.every((t) => Number.isInteger(t))) {
-      return Promise.reject(new LoupeError("INVALID_ARGUMENT", "Cannot generate: token ids must be whole numbers"));
+    let options: GenerateOptions;
+    try {
+      this.assertOpen();
+      if (typeof prompt !== "string" && !Array.isArray(prompt)) {
+        throw new LoupeError(
+          "INVALID_ARGUMENT",
+          `Cannot generate: the prompt must be a string or token ids, not ${shown(prompt)}`,
+        );
+      }
+      const bad = Array.isArray(prompt) ? prompt.findIndex((t) => !Number.isInteger(t)) : -1;
+      if (bad >= 0) {
+        throw new LoupeError(
+          "INVALID_ARGUMENT",
+          `Cannot generate: token ids must be whole numbers, not ${shown(prompt[bad])} (at ${bad})`,
+        );
+      }
+      options = this.#options(given);
+    } catch (e) {
+      return Promise.reject(e);
     }
     return this.serial(() => {
       const t0 = performance.now();
@@ -582,7 +631,7 @@ export class Session extends Resource {
       if (first && this.systemPrompt !== null) {
         const sys = this.#tokenize(this.systemPrompt, options.addSpecial ?? true, options.parseSpecial ?? true);
         turns.push(0);
-        pieces.push(...sys);
+        append(pieces, sys);
         nKeep ??= sys.length;
       }
       const own = typeof prompt === "string"
@@ -593,7 +642,7 @@ export class Session extends Resource {
         )
         : prompt;
       if (own.length > 0) turns.push(this.#transcript.length + pieces.length);
-      pieces.push(...own);
+      append(pieces, own);
       if (this.#transcript.length + pieces.length === 0) {
         throw new LoupeError("INVALID_ARGUMENT", "Cannot generate: the prompt is empty");
       }
@@ -603,7 +652,7 @@ export class Session extends Resource {
 
   #chat(
     message: string | ChatMessage | VisionMessage | Array<ChatMessage | VisionMessage>,
-    options: GenerateOptions,
+    callOptions: GenerateOptions | undefined,
     onPiece: ((piece: string) => void) | undefined,
     step: Step,
   ): Promise<SessionResult> {
@@ -614,7 +663,10 @@ export class Session extends Resource {
       : [message];
     let incoming: ChatMessage[];
     let media: MediaInput[] = [];
+    let options: GenerateOptions;
     try {
+      this.assertOpen();
+      options = this.#options(callOptions, "Cannot chat");
       if (given.length === 0) throw new LoupeError("INVALID_ARGUMENT", "Cannot chat: no message");
       if (hasParts(given)) {
         // images and audio: the markers go where they were, the media to the projector
@@ -648,7 +700,7 @@ export class Session extends Resource {
         if (text === "") return;
         const toks = this.#continuation(before, text, bos);
         if (turn) turns.push(this.#transcript.length + pieces.length);
-        pieces.push(...toks);
+        append(pieces, toks);
         before += text;
       };
       // the new turn: tokens, or with media the text the projector's tokenizer splits at its markers
@@ -708,6 +760,13 @@ export class Session extends Resource {
     });
   }
 
+  /** A call's options, checked before it is queued (requireDevice against the model's devices). */
+  #options(given: GenerateOptions | undefined, what = "Cannot generate"): GenerateOptions {
+    const options = generateOptions(given, what);
+    checkRequirement(options.requireDevice, this.#internals.devices, what);
+    return options;
+  }
+
   /** A chat turn with media: evaluated through the projector, keeping what the cache holds. */
   async #media(
     turnText: string,
@@ -741,6 +800,7 @@ export class Session extends Resource {
         kind: "session.chat",
         timeline,
         session: { prefix, turns, contextShift: this.contextShift, nKeep: keep },
+        closed: () => this.closed,
         each: (o) => (last = o as SessionStepOutput),
       });
     } finally {
@@ -856,6 +916,11 @@ export class Session extends Resource {
     // the model keeps waiting for this session until its last call (a save, say) has returned
     return queue.then(() => native.free()).finally(() => this.#unadopt());
   }
+}
+
+/** Appends `from` to `into` one by one: a spread into push() overflows the stack for long prompts. */
+function append(into: number[], from: ArrayLike<number>): void {
+  for (let i = 0; i < from.length; i++) into.push(from[i]);
 }
 
 function shiftsOf(out: SessionStepOutput, tokenizeMs: number): ContextShift[] {

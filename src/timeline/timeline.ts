@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { PlacementError } from "../util/errors.ts";
+import { LoupeError, PlacementError } from "../util/errors.ts";
+import { oneOf, shown } from "../util/check.ts";
 import { DISPLAY, displayOf, type MimeBundle } from "../util/presenter.ts";
 
 /** What ran on one device during a stage. */
@@ -166,7 +167,7 @@ export class Timeline {
         devs,
       ]);
     }
-    const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+    const widths = rows[0].map((_, i) => rows.reduce((w, r) => Math.max(w, r[i].length), 0));
     const lines = rows.map((r) =>
       r.map((c, i) => (i === 0 || i === 5 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ")
     );
@@ -216,6 +217,24 @@ export function deviceMatches(required: string, device: string, devices: Placeme
   if (want === "gpu") return info !== undefined && (info.type === "gpu" || info.type === "igpu") && !info.software;
   if (want === "cpu") return device.toLowerCase() === "cpu";
   return device.toLowerCase() === want;
+}
+
+/**
+ * Checks a call's `requireDevice` before the call runs: "gpu", "cpu" (any case) or the name of
+ * one of this engine's `devices`. Anything else is an INVALID_ARGUMENT error starting with `what`
+ * that lists the accepted values, not a placement error saying the call ran on the wrong device.
+ */
+export function checkRequirement(required: unknown, devices: PlacementDevice[], what: string): void {
+  if (required === undefined) return;
+  if (typeof required === "string") {
+    const want = required.toLowerCase();
+    if (want === "gpu" || want === "cpu" || devices.some((d) => d.name.toLowerCase() === want)) return;
+  }
+  const accepted = [...new Set(["gpu", "cpu", ...devices.map((d) => d.name)])];
+  throw new LoupeError(
+    "INVALID_ARGUMENT",
+    `${what}: requireDevice must be ${oneOf(accepted)}, not ${shown(required)}`,
+  );
 }
 
 /**

@@ -4,7 +4,45 @@
  * @module
  */
 
-/** What went wrong, as a stable string a caller can switch on. */
+/**
+ * What went wrong, as a stable string a caller can switch on (the README's "Errors" table says
+ * the same; keep the two in step):
+ *
+ * - `NOT_FOUND`: a file, repository, revision, file in a repository or projector is not there,
+ *   or cannot be read.
+ * - `NOT_A_FILE`: a path is a directory, a FIFO, a device or a socket, not a regular file.
+ * - `BAD_FORMAT`: a file is not what it should be: not GGUF, truncated, corrupt; a damaged or
+ *   foreign session file; an image or audio clip that does not decode.
+ * - `LOAD_FAILED`: the engine could not load a well-formed file, or the engine itself could not
+ *   be opened (its reason in `nativeMessage`).
+ * - `BACKEND_UNAVAILABLE`: no device matches a load's `requireDevice` or `device`, or no device can
+ *   run the image encoder.
+ * - `INVALID_ARGUMENT`: an argument or option is wrong: its type or its value (the message names
+ *   it and what it must be), a callback given as an option threw (the thrown value is the
+ *   `cause`), or the call cannot be made on this object as it is (a tokenizer-only model asked to
+ *   generate, logits before anything was evaluated, `embed` on a reranker).
+ * - `CONTEXT_OVERFLOW`: a prompt or text does not fit the context (or the embedder's `maxTokens`)
+ *   and cannot be shifted or cut.
+ * - `DECODE_FAILED`: the engine failed to evaluate a batch.
+ * - `ABORTED`: a `signal` cancelled a load or a call (a generating call ends with
+ *   `stopReason: "aborted"` instead).
+ * - `CLOSED`: the model, session, embedder or projector was closed before the call ran.
+ * - `PLACEMENT`: a stage's heavy ops ran on another device than `requireDevice` (a
+ *   {@linkcode PlacementError}).
+ * - `WRONG_MODEL`: a session file or a projector belongs to another model.
+ * - `WRONG_KIND`: the file is another kind of model (an embedder given to `loadModel`, a
+ *   projector given as a model, a language model given as a projector).
+ * - `GATED`: a gated hub repository whose conditions the token's account has not accepted.
+ * - `UNAUTHORIZED`: the hub refused the token, or a private repository needs one.
+ * - `OFFLINE`: offline (or the hub unreachable), and the cache lacks what is needed.
+ * - `NETWORK`: the server could not be reached, or kept failing after the retries.
+ * - `BAD_RESPONSE`: the server answered something unusable (no JSON, wrong sizes or ranges).
+ * - `CHECKSUM`: a download's hash does not match what the hub lists; the file was deleted.
+ * - `DISK_FULL`: the disk has no room for a download.
+ * - `NOT_ENOUGH_MEMORY`: the call would need more memory than is free (what is needed and what
+ *   is free are named).
+ * - `INTERNAL`: a bug of loupe's own (a state it should never reach); please report it.
+ */
 export type LoupeErrorCode =
   | "NOT_FOUND"
   | "NOT_A_FILE"
@@ -26,6 +64,7 @@ export type LoupeErrorCode =
   | "BAD_RESPONSE"
   | "CHECKSUM"
   | "DISK_FULL"
+  | "NOT_ENOUGH_MEMORY"
   | "INTERNAL";
 
 /** Options of {@linkcode LoupeError}. */

@@ -15,16 +15,30 @@ const CODE_OF_STATUS: Record<number, LoupeErrorCode> = {
   [Status.ABORTED]: "ABORTED",
   [Status.STATE]: "CLOSED",
   [Status.INTERNAL]: "INTERNAL",
+  [Status.FORMAT]: "BAD_FORMAT",
 };
 
 /**
+ * The engine's message as the detail of a sentence: a JSON reader's error
+ * (`invalid parameters: [json.exception.type_error.302] type must be boolean, but is string`)
+ * becomes words; the options are checked in TypeScript first, so it means a parameter loupe
+ * itself sent wrong.
+ */
+export function nativeDetail(message: string): string {
+  const json = message.match(/\[json\.exception\.[a-z_]+\.\d+\]\s*(.*)$/s);
+  if (json) return `the engine could not read a parameter loupe sent it (${json[1] || "no detail"})`;
+  return message || "the engine gave no reason";
+}
+
+/**
  * Rewords a failure as a LoupeError: `what` is the sentence (`Cannot generate`), the engine's
- * message the detail (kept as `nativeMessage`). A LoupeError passes through unchanged.
+ * message the detail (kept whole as `nativeMessage`). A LoupeError passes through unchanged;
+ * any other error (a bug of loupe's own) is INTERNAL.
  */
 export function wrap(e: unknown, what: string): LoupeError {
   if (e instanceof LoupeError) return e;
   if (e instanceof NativeError) {
-    return new LoupeError(CODE_OF_STATUS[e.status] ?? "INTERNAL", `${what}: ${e.message}`, {
+    return new LoupeError(CODE_OF_STATUS[e.status] ?? "INTERNAL", `${what}: ${nativeDetail(e.message)}`, {
       nativeMessage: e.message,
       cause: e,
     });

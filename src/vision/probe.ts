@@ -16,6 +16,8 @@ import { cacheDir } from "../../native/build/engine.ts";
 import { LLAMA_CPP_COMMIT } from "../../native/build/pins.ts";
 import type { Device } from "../engine/engine.ts";
 import { runDenoChild } from "../util/child.ts";
+import { LoupeError } from "../util/errors.ts";
+import { checkOptions, type FieldRule, isObject, ruleProblem, shown } from "../util/check.ts";
 
 /** Prefix of the child's one result line on stdout. */
 export const PROBE_RESULT_PREFIX = "LOUPE_VISION_PROBE ";
@@ -61,6 +63,21 @@ export interface ProbeOptions {
   /** The module the child runs (default src/vision_probe_child.ts); tests pass one that crashes on purpose. */
   module?: string;
 }
+
+/** What a probe's config holds (all required). */
+const PROBE_CONFIG_RULES: Record<string, FieldRule> = {
+  device: "nonEmptyString",
+  modelDevices: (v) => Array.isArray(v) && v.every((d) => typeof d === "string") ? null : "an array of device names",
+  flashAttn: ["auto", "on", "off"],
+};
+
+/** What a probe's options may hold. */
+const PROBE_RULES: Record<string, FieldRule> = {
+  cacheFile: "nonEmptyString",
+  force: "boolean",
+  timeoutMs: "positiveInteger",
+  module: "nonEmptyString",
+};
 
 /** Whether the image path of `device` with the model on `modelDevices` touches a Vulkan device. */
 export function visionProbeInvolves(device: string, modelDevices: string[], devs: Device[]): boolean {
@@ -116,7 +133,16 @@ function tail(text: string, lines = 12, chars = 1500): string {
  * The child loads the tiny text and projector fixtures with the same placement, and runs one
  * image chat of two tokens.
  */
-export async function probeVisionDevice(config: ProbeConfig, options: ProbeOptions = {}): Promise<ProbeVerdict> {
+export async function probeVisionDevice(config: ProbeConfig, given?: ProbeOptions): Promise<ProbeVerdict> {
+  const what = "Cannot probe the vision device";
+  if (!isObject(config)) {
+    throw new LoupeError("INVALID_ARGUMENT", `${what}: the config must be an object, not ${shown(config)}`);
+  }
+  for (const [name, rule] of Object.entries(PROBE_CONFIG_RULES)) {
+    const problem = ruleProblem(config[name], rule); // every field is required
+    if (problem) throw new LoupeError("INVALID_ARGUMENT", `${what}: config.${name} ${problem}`);
+  }
+  const options = checkOptions(given, PROBE_RULES, what);
   const lib = await loadEngine();
   const drivers = await driverOf([config.device, ...config.modelDevices]);
   const key = JSON.stringify({

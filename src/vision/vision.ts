@@ -23,16 +23,19 @@
  * @module
  */
 import { checkLoadOptions } from "../engine/load_options.ts";
-import { type GenerateOptions, samplingParams } from "../generate/options.ts";
+import { type GenerateOptions, generateOptions, samplingParams } from "../generate/options.ts";
 import { Resource } from "../util/resource.ts";
 import { loadEngine } from "../engine/library.ts";
 import { NativeImage, NativeImageError, NativeProjector } from "../../ffi/vision.ts";
 import { NativeError } from "../../ffi/util.ts";
 import { LoupeError, type LoupeErrorCode } from "../util/errors.ts";
+import { checkProjectorMemory } from "../util/memory.ts";
 import { wrap } from "../util/native_error.ts";
 import { statFile } from "../util/files.ts";
+import { checkString } from "../util/check.ts";
 import { assertDeviceAvailable, type Device } from "../engine/engine.ts";
 import { GGUFFormatError, readGGUFFile } from "../gguf/gguf.ts";
+import { checkProjector } from "../gguf/rules/projector.ts";
 import { addDownloadStage, fetchForLoad } from "../hub/resolve.ts";
 import type { Model } from "../model/model.ts";
 import { internalsOf, type ModelInternals } from "../generate/internals.ts";
@@ -49,6 +52,7 @@ import type { NativeContext } from "../../ffi/model.ts";
 import {
   addNativeStage,
   checkPlacement,
+  checkRequirement,
   deviceMatches,
   type DevicePlacement,
   type NativeStage,
@@ -243,6 +247,8 @@ let nativeOf: (projector: Projector) => NativeProjector;
 let trackOn: <T>(projector: Projector, run: Promise<T>) => Promise<T>;
 /** Runs `fn` in the projector's turn (one prompt at a time); throws CLOSED once it is closed. */
 let exclusive: <T>(projector: Projector, fn: () => Promise<T>) => Promise<T>;
+/** Marks `ctx` as running a call with the projector (its close() aborts it); returns the unmark. */
+let runningOn: (projector: Projector, ctx: NativeContext) => () => void;
 
 /** A loaded projector. Owned by its model (closed with it); `close()` it to load another. */
 export class Projector extends Resource {
@@ -260,6 +266,8 @@ export class Projector extends Resource {
   #unadopt: () => void = () => {};
   /** Prompts in turn: a prefill and its generation's start (the model's calls, and sessions beside them). */
   #turn: Promise<unknown> = Promise.resolve();
+  /** The contexts of the calls running with it: close() aborts them. */
+  #running = new Set<NativeContext>();
 
   static {
     createProjector = (init) => new Projector(init);
@@ -273,6 +281,10 @@ export class Projector extends Resource {
       const run = p.#turn.then(fn);
       p.#turn = run.catch(() => {});
       return run;
+    };
+    runningOn = (p, ctx) => {
+      p.#running.add(ctx);
+      return () => p.#running.delete(ctx);
     };
   }
 
@@ -307,9 +319,10 @@ export class Projector extends Resource {
     return `Cannot use projector "${this.path}": it is closed`;
   }
 
-  /** Frees the encoder once a running call has returned; the model then has no projector. */
+  /** Aborts the calls running with it and frees the encoder once they have returned; the model then has no projector. */
   protected closing(queue: Promise<unknown>): Promise<unknown> {
     finalizer.unregister(this);
+    for (const ctx of this.#running) ctx.genAbort();
     this.#unadopt();
     const native = this.#native;
     return queue.then(() => native.free());
@@ -369,6 +382,13 @@ async function validateProjectorFile(path: string, nEmbd: number): Promise<void>
       "WRONG_KIND",
       `${what}: it has neither a vision nor an audio encoder (clip.has_vision_encoder and clip.has_audio_encoder are not true)`,
     );
+  }
+  // the header rules of src/gguf/rules/projector.ts: values and tensors the engine would abort on
+  try {
+    checkProjector(file);
+  } catch (e) {
+    if (!(e instanceof GGUFFormatError)) throw e;
+    throw new LoupeError("BAD_FORMAT", `${what}: ${e.message[0].toLowerCase()}${e.message.slice(1)}`, { cause: e });
   }
   const type = str("clip.projector_type") ?? str("clip.vision.projector_type") ?? "";
   if (type === "mlp") {
@@ -440,10 +460,15 @@ export function mixedPlacement(stage: Pick<Stage, "name" | "devices">): string |
 /**
  * Loads a projector for `model` (use `Model.loadProjector`). Checks the file (a language model,
  * a non-vision file or a projector of another width is a typed error), picks and probes the
- * encoder's device, loads it on a worker thread, encodes one blank image measuring where the
- * encoder runs, and enforces `requireDevice`. Replaces the model's previous projector.
+ * encoder's device, estimates what it takes there (weights and the compute buffer for the
+ * largest image: `NOT_ENOUGH_MEMORY` when that is not free), loads it on a worker thread, encodes
+ * one blank image measuring where the encoder runs, and enforces `requireDevice`. Replaces the
+ * model's previous projector.
  */
-export async function loadProjector(model: Model, name: string, options: ProjectorOptions = {}): Promise<Projector> {
+export async function loadProjector(model: Model, name: string, given?: ProjectorOptions): Promise<Projector> {
+  internalsOf(model); // CLOSED first
+  checkString(name, "the path or name", "Cannot load projector");
+  const options = checkLoadOptions(given, `Cannot load projector "${name}"`);
   const fetched = await fetchForLoad(name, options);
   const path = fetched?.path ?? name;
   const what = `Cannot load projector "${path}"`;
@@ -451,10 +476,6 @@ export async function loadProjector(model: Model, name: string, options: Project
   if (internals.options.vocabOnly) {
     throw new LoupeError("INVALID_ARGUMENT", `${what}: the model was loaded with vocabOnly`);
   }
-  if (typeof path !== "string" || path === "") {
-    throw new LoupeError("INVALID_ARGUMENT", `${what}: the path must be a string`);
-  }
-  checkLoadOptions({ threads: options.threads }, what);
   await validateProjectorFile(path, model.info.nEmbd);
   const lib = await loadEngine();
   const required = options.requireDevice ?? internals.options.requireDevice;
@@ -513,9 +534,11 @@ export async function loadProjector(model: Model, name: string, options: Project
   const onAbort = () => native.cancel();
   if (options.signal?.aborted) native.cancel();
   options.signal?.addEventListener("abort", onAbort);
-  const watch = watchLoad(path, () => native.progress(), options);
+  const watch = watchLoad(path, () => native.progress(), options, what, () => native.cancel());
   let info: NativeProjectorInfo;
   try {
+    // weights and the encoder's compute buffer, estimated before anything is taken (src/util/memory.ts)
+    await internals.serial(() => checkProjectorMemory(native, what));
     await internals.serial(() => native.load());
     await watch.done();
     timeline.add({ name: "projector load", wallMs: performance.now() - t0, tokens: 0, graphs: 0, devices: {} });
@@ -523,9 +546,10 @@ export async function loadProjector(model: Model, name: string, options: Project
     info = native.info<NativeProjectorInfo>();
   } catch (e) {
     native.free();
+    if (watch.error) throw watch.error;
     const err = wrap(e, what);
     await watch.fail(err.message);
-    if (err.code === "ABORTED") throw err;
+    if (err.code === "ABORTED" || err.code === "NOT_ENOUGH_MEMORY") throw err;
     const code = /mismatch between text model/.test(err.message) ? "WRONG_MODEL" : "LOAD_FAILED";
     throw new LoupeError(code, err.message, { nativeMessage: err.nativeMessage, cause: e });
   } finally {
@@ -718,6 +742,10 @@ async function decodeMedia(
     if (e instanceof NativeError) {
       throw new LoupeError("INVALID_ARGUMENT", `${what}: ${e.message}`, { nativeMessage: e.message, cause: e });
     }
+    if (e instanceof Error && Object.values(Deno.errors).some((k) => e instanceof k)) {
+      // the file went away or cannot be read after its check (a permission, an I/O error)
+      throw new LoupeError("NOT_FOUND", `${what}: ${e.message}`, { cause: e });
+    }
     throw wrap(e, what);
   }
 }
@@ -750,6 +778,8 @@ export interface MediaCall {
   session?: { prefix: number[]; turns: number[]; contextShift: boolean; nKeep: number };
   /** Called with each step's output. */
   each?: (out: StepOutput) => void;
+  /** Whether the caller (a session) was closed: the call then stops as if aborted. */
+  closed?: () => boolean;
 }
 
 /** What a {@linkcode MediaCall} did. */
@@ -802,15 +832,26 @@ async function mediaCall(call: MediaCall): Promise<MediaOutcome> {
   };
   const aborted = (pre: PrefillOutput | null = null) =>
     outcome(pre, { text: "", tokens: [], stopReason: "aborted", last: null });
+  // An abort (a signal, or close() of the model, the session or the projector) sets the context's
+  // abort flag, but the prefill and the generation's start clear that flag for the call they
+  // begin: one asked for before them (while the media decode, or the call waits for the
+  // projector's turn) would be lost. So it is also read here after every wait, and the call stops.
+  const stopped = () =>
+    !!options.signal?.aborted || call.model.closed || projector.closed || (call.closed?.() ?? false);
   const decoded: NativeImage[] = [];
   const onAbort = () => ctx.genAbort();
   options.signal?.addEventListener("abort", onAbort);
+  const unmark = runningOn(projector, ctx);
   try {
-    for (const [i, m] of call.media.entries()) decoded.push(await decodeMedia(lib.api, native, m, i));
-    if (options.signal?.aborted) return aborted();
+    for (const [i, m] of call.media.entries()) {
+      decoded.push(await decodeMedia(lib.api, native, m, i));
+      if (stopped()) return aborted();
+    }
+    if (stopped()) return aborted();
     // the prompt and the generation's start in the projector's turn: its output and prefilled
     // context are the projector's, and a session may run beside the model's own calls
     const pre = await exclusive(projector, async () => {
+      if (stopped()) return null;
       try {
         await native.prefill(ctx, call.prompt, decoded, {
           addSpecial: options.addSpecial ?? true,
@@ -828,7 +869,7 @@ async function mediaCall(call: MediaCall): Promise<MediaOutcome> {
       }
       const pre = native.output<PrefillOutput>();
       addPrefillStages(timeline, pre);
-      if (options.signal?.aborted) return pre;
+      if (stopped()) return pre;
       try {
         native.genBegin(ctx, {
           ...sampling,
@@ -840,7 +881,7 @@ async function mediaCall(call: MediaCall): Promise<MediaOutcome> {
       }
       return pre;
     });
-    if (pre === null || options.signal?.aborted) return aborted(pre);
+    if (pre === null || stopped()) return aborted(pre);
     for (const name of ["image encode", "audio encode"]) {
       const encodeStage = timeline.stage(name);
       const mixed = encodeStage && mixedPlacement(encodeStage);
@@ -863,6 +904,7 @@ async function mediaCall(call: MediaCall): Promise<MediaOutcome> {
       last: run.last,
     });
   } finally {
+    unmark();
     options.signal?.removeEventListener("abort", onAbort);
     for (const img of decoded) img.free();
   }
@@ -888,15 +930,18 @@ export function mediaResult(
 export function visionChat(
   model: Model,
   messages: VisionMessage[],
-  options: GenerateOptions = {},
+  given?: GenerateOptions,
   onPiece?: (piece: string) => void,
 ): Promise<VisionResult> {
   let projector: Projector;
   let prompt: string;
   let media: MediaInput[];
   let internals: ModelInternals;
+  let options: GenerateOptions;
   try {
     internals = internalsOf(model);
+    options = generateOptions(given, "Cannot chat");
+    checkRequirement(options.requireDevice, internals.devices, "Cannot chat");
     projector = projectorOf(model);
     const flat = flattenMedia(messages, projector.info.marker);
     media = flat.media;

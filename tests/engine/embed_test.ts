@@ -215,7 +215,7 @@ Deno.test("bad input: empty list, empty string, NUL, lone surrogates, non-string
   assertClose(lone, replaced, "a lone surrogate becomes U+FFFD");
 
   await assertRejects(() => bert.embed("text" as never), LoupeError, "must be an array");
-  await assertRejects(() => bert.embed(["ok", 5 as never]), LoupeError, "text 1 is a number");
+  await assertRejects(() => bert.embed(["ok", 5 as never]), LoupeError, "text 1 must be a string, not 5");
   await assertRejects(() => bert.embed(["x"], { normalize: "l3" as never }), LoupeError, "normalize");
   await assertRejects(() => bert.embed(["x"], { batchSize: 0 }), LoupeError, "batchSize");
   const noSpecial = await assertRejects(() => bert.embed([""], { addSpecial: false }), LoupeError, "text 0 is empty");
