@@ -60,7 +60,9 @@ Deno.test(`${FULL ? "every" : `every ${STRIDE}th`} mutant ends typed or runs, in
 
 Deno.test("the mutants that kill the engine on its own are the ones loupe refuses before loading", async () => {
   // the text, embedding and reranker mutants through the native loader alone (no reader, no rules)
-  const raw = await runCases(CHILD, sample.filter((i) => mutants[i].kind !== "projector"), {
+  // (every 8th mutant, in the full run too: each death costs a new child)
+  const every8th = mutants.map((_, i) => i).filter((i) => i % STRIDE === 0 && mutants[i].kind !== "projector");
+  const raw = await runCases(CHILD, every8th, {
     extraArgs: ["engine-only"],
   });
   const killers = raw.filter((o) => o.died || o.runaway);
