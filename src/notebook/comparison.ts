@@ -4,6 +4,7 @@
  * @module
  */
 import type { Stage } from "../timeline/timeline.ts";
+import { LoupeError } from "../util/errors.ts";
 import { DISPLAY, displayOf, type MimeBundle } from "../util/presenter.ts";
 import {
   type BarTrace,
@@ -58,7 +59,10 @@ function toRuns(input: RunsInput): Run[] {
     seen.set(label, n);
     const timeline = timelineOf(v);
     if (!timeline || !Array.isArray(timeline.stages)) {
-      throw new TypeError(`Cannot compare run "${label}": it is neither a timeline nor a result with one`);
+      throw new LoupeError(
+        "INVALID_ARGUMENT",
+        `Cannot compare run "${label}": it is neither a timeline nor a result with one`,
+      );
     }
     return { label: n === 1 ? label : `${label} #${n}`, timeline };
   });

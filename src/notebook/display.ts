@@ -41,6 +41,7 @@
  * @module
  */
 import type { BackendReport, Device } from "../engine/engine.ts";
+import { LoupeError } from "../util/errors.ts";
 import type { GenerateResult } from "../generate/result.ts";
 import { isColab, type KernelApi, kernelApi, publish } from "./kernel.ts";
 import { DISPLAY, type MimeBundle, VIEW_KIND } from "../util/presenter.ts";
@@ -126,7 +127,10 @@ export function setDisplayOptions(change: Partial<DisplayOptions>): DisplayOptio
   if (change.plotly !== undefined) {
     const p = change.plotly;
     if (!["auto", "inline", "cdn", "none"].includes(p) && !/^(https?:|file:|\/|\.)/.test(p)) {
-      throw new TypeError(`plotly must be "auto", "inline", "cdn", "none" or a URL, not ${JSON.stringify(p)}`);
+      throw new LoupeError(
+        "INVALID_ARGUMENT",
+        `Cannot set display options: plotly must be "auto", "inline", "cdn", "none" or a URL, not ${JSON.stringify(p)}`,
+      );
     }
     options.plotly = p;
     sessions = new WeakMap(); // the next plot of a kernel session carries the library again

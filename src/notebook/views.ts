@@ -5,6 +5,7 @@
  * @module
  */
 import type { BackendReport, Device } from "../engine/engine.ts";
+import { LoupeError } from "../util/errors.ts";
 import type { Model } from "../model/model.ts";
 import type { GenerateResult } from "../generate/result.ts";
 import type { DeviceMemory } from "../timeline/timeline.ts";
@@ -501,7 +502,10 @@ export function similarityMap(
   options: { title?: string } = {},
 ): Displayable & { matrix: number[][]; toString(): string } {
   if (labels.length !== vectors.length) {
-    throw new TypeError(`Cannot map similarity: ${labels.length} labels for ${vectors.length} vectors`);
+    throw new LoupeError(
+      "INVALID_ARGUMENT",
+      `Cannot map similarity: ${labels.length} labels for ${vectors.length} vectors`,
+    );
   }
   const matrix = similarityMatrix(vectors);
   const rows = labels.map((l, i) => ({ l, v: matrix[i] }));

@@ -157,7 +157,10 @@ Deno.test("the comparison plot puts runs on rows of one time axis, stages labell
   assert(!JSON.stringify(fig).includes("sampling"), "interleaved stages are inside other bars, not rows");
   const text = c.toString();
   assert(text.includes("on GPU: 240.5 ms") && text.includes("on CPU: 900.5 ms (3.74× on GPU)"), text);
-  assertThrows(() => compare({ bad: {} as never }), TypeError, "neither a timeline nor a result");
+  assertEquals(
+    assertThrows(() => compare({ bad: {} as never }), LoupeError, "neither a timeline nor a result").code,
+    "INVALID_ARGUMENT",
+  );
 });
 
 Deno.test("a timeline's bundle: text/plain, an HTML table with the plot, and the plotly figure", async () => {
@@ -186,7 +189,10 @@ Deno.test("display options: plotly from the CDN, from a URL, or none; bad values
     setDisplayOptions({ plotly: "none" });
     html = (await bundleOf(mixedTimeline()))["text/html"] as string;
     assert(!html.includes("inlined by loupe") && html.includes("Plotly.newPlot"));
-    assertThrows(() => setDisplayOptions({ plotly: "sometimes" }), TypeError, "must be");
+    assertEquals(
+      assertThrows(() => setDisplayOptions({ plotly: "sometimes" }), LoupeError, "must be").code,
+      "INVALID_ARGUMENT",
+    );
   } finally {
     setDisplayOptions(before);
   }
@@ -430,7 +436,7 @@ Deno.test("the pinned plotly.js is the one inlined", async () => {
   assert(src.length > 1_000_000, "the full minified bundle");
 });
 
-Deno.test("similarity: cosine matrix, heat map, table; mismatched labels are a TypeError, mismatched vectors a LoupeError", async () => {
+Deno.test("similarity: cosine matrix, heat map, table; mismatched labels or vectors are a LoupeError", async () => {
   const m = similarityMatrix([[1, 0], [0, 2], [1, 1]]);
   assertEquals(m[0][0], 1);
   assertEquals(m[0][1], 0);
@@ -441,7 +447,10 @@ Deno.test("similarity: cosine matrix, heat map, table; mismatched labels are a T
   assertEquals((fig.data[0] as { type: string }).type, "heatmap");
   assertEquals((fig.data[0] as { z: number[][] }).z, m);
   assert(s.toString().includes("0.707"));
-  assertThrows(() => similarityMap(["a"], [[1], [2]]), TypeError, "1 labels for 2 vectors");
+  assertEquals(
+    assertThrows(() => similarityMap(["a"], [[1], [2]]), LoupeError, "1 labels for 2 vectors").code,
+    "INVALID_ARGUMENT",
+  );
   assertThrows(() => similarityMatrix([[1, 2], [1]]), LoupeError, "lengths differ (2 and 1)");
 });
 
