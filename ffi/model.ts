@@ -17,6 +17,7 @@ export const Status = {
   STATE: -6,
   INTERNAL: -7,
   FORMAT: -8,
+  MEMORY: -9,
 } as const;
 
 /** loupe_model_tokenize/_many/_detokenize's LOUPE_VOCAB_FAILED: the engine's tokenizer failed on the vocabulary. */

@@ -78,6 +78,7 @@ extern "C" {
 #define LOUPE_ERR_STATE      -6  // call made in the wrong state (e.g. step before begin)
 #define LOUPE_ERR_INTERNAL   -7  // an exception inside the engine
 #define LOUPE_ERR_FORMAT     -8  // the engine failed on what a file holds (a vocabulary its tokenizer cannot use)
+#define LOUPE_ERR_MEMORY     -9  // an allocation failed (std::bad_alloc inside the engine)
 
 // Returned by loupe_model_tokenize/_many/_detokenize (whose other negative results are counts)
 // when the engine's tokenizer threw on the file's vocabulary (LOUPE_ERR_FORMAT's case).

@@ -115,6 +115,9 @@ int32_t guarded(error_holder * h, F && f) {
     } catch (const std::invalid_argument & e) {
         // a bad argument the engine or loupe rejected (a grammar that does not parse, ...)
         return h ? h->set_error(LOUPE_ERR_INVALID, e.what()) : fail(LOUPE_ERR_INVALID, e.what());
+    } catch (const std::bad_alloc & e) {
+        const std::string msg = std::string("out of memory (") + e.what() + ")";
+        return h ? h->set_error(LOUPE_ERR_MEMORY, msg) : fail(LOUPE_ERR_MEMORY, msg);
     } catch (const std::exception & e) {
         return h ? h->set_error(LOUPE_ERR_INTERNAL, e.what()) : fail(LOUPE_ERR_INTERNAL, e.what());
     } catch (...) {

@@ -223,7 +223,7 @@ export async function loadModel(name: string, options?: LoadModelOptions): Promi
     if (watch.error) throw watch.error;
     const err = wrap(e, what);
     await watch.fail(err.message);
-    throw err.code === "ABORTED"
+    throw err.code === "ABORTED" || err.code === "NOT_ENOUGH_MEMORY"
       ? err
       : new LoupeError("LOAD_FAILED", err.message, { nativeMessage: err.nativeMessage, cause: e });
   } finally {

@@ -16,6 +16,7 @@ const CODE_OF_STATUS: Record<number, LoupeErrorCode> = {
   [Status.STATE]: "CLOSED",
   [Status.INTERNAL]: "INTERNAL",
   [Status.FORMAT]: "BAD_FORMAT",
+  [Status.MEMORY]: "NOT_ENOUGH_MEMORY",
 };
 
 /**
