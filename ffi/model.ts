@@ -4,7 +4,17 @@
  *
  * @module
  */
-import { cstr, lastError, type NativeApi, NativeError, readCString, readJson, takeJson, takeString } from "./util.ts";
+import {
+  cstr,
+  INT32_MIN,
+  lastError,
+  type NativeApi,
+  NativeError,
+  readCString,
+  readJson,
+  takeJson,
+  takeString,
+} from "./util.ts";
 
 /** Status codes of loupe.h. */
 export const Status = {
@@ -21,7 +31,7 @@ export const Status = {
 } as const;
 
 /** loupe_model_tokenize/_many/_detokenize's LOUPE_VOCAB_FAILED: the engine's tokenizer failed on the vocabulary. */
-const VOCAB_FAILED = -2147483647;
+const VOCAB_FAILED = INT32_MIN + 1;
 
 /** One `loupe_model *` handle. */
 export class NativeModel {
@@ -111,7 +121,7 @@ export class NativeModel {
         cap,
         lengths,
       );
-      if (n === -2147483648) throw new NativeError(Status.INVALID, lastError(this.#api));
+      if (n === INT32_MIN) throw new NativeError(Status.INVALID, lastError(this.#api));
       if (n === VOCAB_FAILED) throw new NativeError(Status.FORMAT, lastError(this.#api));
       if (n >= 0) {
         let from = 0;
@@ -136,7 +146,7 @@ export class NativeModel {
         out,
         cap,
       );
-      if (n === -2147483648) throw new NativeError(Status.INVALID, lastError(this.#api));
+      if (n === INT32_MIN) throw new NativeError(Status.INVALID, lastError(this.#api));
       if (n === VOCAB_FAILED) throw new NativeError(Status.FORMAT, lastError(this.#api));
       if (n >= 0) return new TextDecoder().decode(out.subarray(0, n));
       cap = -n;

@@ -7,9 +7,7 @@
  */
 import type { NativeContext } from "./model.ts";
 import { Status } from "./model.ts";
-import { cstr, lastError, type NativeApi, NativeError, readCString, takeString } from "./util.ts";
-
-const INT32_MIN = -2147483648;
+import { cstr, INT32_MIN, lastError, type NativeApi, NativeError, readCString, takeString } from "./util.ts";
 
 /** Parameters of a session call besides the sampling options (see loupe_session.h). */
 export interface SessionBeginParams {

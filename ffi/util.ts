@@ -33,6 +33,9 @@ export function readCString(ptr: Deno.PointerValue): string {
 }
 
 /** The calling thread's last error message. */
+/** INT32_MIN, the error result of the native calls whose other negative results are counts. */
+export const INT32_MIN = -2147483648;
+
 export function lastError(api: NativeApi): string {
   return readCString(api.loupe_last_error());
 }

@@ -8,6 +8,7 @@
  * @module
  */
 import { type GGUFFile, GGUFFormatError, type GGUFValue, GGUFValueType } from "../gguf.ts";
+import { shown as shownValue } from "../../util/check.ts";
 
 /** One rule of a table. */
 export interface Rule {
@@ -76,11 +77,10 @@ export class Header {
   }
 }
 
-/** A value in words for an error message: numbers as they are, strings quoted, long arrays cut. */
+/** A header value in words for an error message: as util/check.ts shows values, and arrays by their first items. */
 export function shown(v: unknown): string {
-  if (typeof v === "string") return JSON.stringify(v.length > 40 ? v.slice(0, 40) + "…" : v);
   if (Array.isArray(v)) return `[${v.slice(0, 8).map(shown).join(", ")}${v.length > 8 ? ", …" : ""}]`;
-  return String(v);
+  return shownValue(v);
 }
 
 /**
