@@ -37,8 +37,8 @@ const VOCAB_FAILED = INT32_MIN + 1;
 export class NativeModel {
   #api: NativeApi;
   #ptr: Deno.PointerObject | null;
-  /** Contexts made by createContext: freed before the model, whoever forgot them. */
-  #contexts = new Set<NativeContext>();
+  /** Contexts made by createContext (and batches, see adopt): freed before the model, whoever forgot them. */
+  #contexts = new Set<{ free(): void; readonly freed: boolean }>();
 
   /** Creates the handle from load parameters (sent as JSON). */
   constructor(api: NativeApi, params: Record<string, unknown>) {
@@ -203,6 +203,12 @@ export class NativeModel {
     for (const c of this.#contexts) if (c.freed) this.#contexts.delete(c);
     this.#contexts.add(ctx);
     return ctx;
+  }
+
+  /** Makes the model free `child` (a handle made on it, e.g. a NativeBatch) before itself. */
+  adopt(child: { free(): void; readonly freed: boolean }): void {
+    for (const c of this.#contexts) if (c.freed) this.#contexts.delete(c);
+    this.#contexts.add(child);
   }
 
   /** Frees the handle (after the contexts it made, which must not outlive it); later calls throw. Idempotent. */

@@ -5,12 +5,14 @@
  *
  * @module
  */
+import { batchSymbols } from "./symbols_batch.ts";
 import { chatSymbols } from "./symbols_chat.ts";
 import { embedSymbols } from "./symbols_embed.ts";
 import { sessionSymbols } from "./symbols_session.ts";
 import { visionSymbols } from "./symbols_vision.ts";
 
 export const symbols = {
+  ...batchSymbols,
   ...chatSymbols,
   ...embedSymbols,
   ...sessionSymbols,

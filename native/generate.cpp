@@ -50,14 +50,15 @@ size_t incomplete_utf8_len(const std::string & text) {
 }
 
 
-void finish(loupe_ctx * c, const char * reason) {
+}  // namespace
+
+void finish(gen_state * c, const char * reason) {
     c->done = true;
     c->active = false;
     c->stop_reason = reason;
 }
 
-// Appends a token's text and applies stop strings. Returns true when a stop string ended it.
-bool append_piece(loupe_ctx * c, const llama_vocab * vocab, llama_token tok) {
+bool append_piece(gen_state * c, const llama_vocab * vocab, llama_token tok) {
     char buf[256];
     const bool special = c->preserved.count(tok) > 0;
     int32_t n = llama_token_to_piece(vocab, tok, buf, sizeof(buf), 0, special);
@@ -82,6 +83,8 @@ bool append_piece(loupe_ctx * c, const llama_vocab * vocab, llama_token tok) {
     return false;
 }
 
+namespace {
+
 // Tokens of `text`, special tokens parsed, nothing added.
 std::vector<llama_token> tokenize_special(const llama_vocab * vocab, const std::string & text) {
     std::vector<llama_token> out(text.size() + 4);
@@ -98,8 +101,7 @@ std::vector<llama_token> tokenize_special(const llama_vocab * vocab, const std::
 // common_sampler_init makes it: lazy grammars wait for a trigger (a preserved token, a word, a
 // pattern), and `grammarPrefill` (the generation prompt a chat format ends with) is fed through
 // the grammar first. Also fills the context's preserved tokens.
-llama_sampler * make_grammar(loupe_ctx * c, const json & p) {
-    const llama_vocab * vocab = c->owner->vocab;
+llama_sampler * make_grammar(gen_state * c, const llama_vocab * vocab, const json & p) {
     c->preserved.clear();
     for (const auto & t : p.at("preservedTokens")) {
         auto ids = tokenize_special(vocab, t.get<std::string>());
@@ -336,13 +338,16 @@ int32_t decode_tokens(loupe_ctx * c, llama_token * tokens, int32_t n, stage_stat
     return LOUPE_OK;
 }
 
-// The greedy sampler's choice for the last output: the first index of the largest logit.
-static llama_token argmax_logits(loupe_ctx * c) {
-    const float * logits = llama_get_logits_ith(c->ctx, -1);
-    if (!logits) {
-        return llama_sampler_sample(c->sampler, c->ctx, -1);  // the same error path as sampling
+llama_token sample_token(gen_state * g, llama_context * ctx, const llama_vocab * vocab, int32_t idx) {
+    if (!g->greedy) {
+        return llama_sampler_sample(g->sampler, ctx, idx);
     }
-    const int32_t n = llama_vocab_n_tokens(c->owner->vocab);
+    // the greedy sampler's choice: the first index of the largest logit
+    const float * logits = llama_get_logits_ith(ctx, idx);
+    if (!logits) {
+        return llama_sampler_sample(g->sampler, ctx, idx);  // the same error path as sampling
+    }
+    const int32_t n = llama_vocab_n_tokens(vocab);
     llama_token best = 0;
     float best_logit = logits[0];
     for (int32_t i = 1; i < n; i++) {
@@ -354,9 +359,27 @@ static llama_token argmax_logits(loupe_ctx * c) {
     return best;
 }
 
+std::string take_text(gen_state * g) {
+    size_t end = g->text.size();
+    if (!g->done) {
+        std::string rest = g->text.substr(g->emitted);
+        size_t hold = std::max(partial_stop_len(rest, g->stops), incomplete_utf8_len(rest));
+        end -= std::min(hold, rest.size());
+    }
+    std::string piece = g->text.substr(g->emitted, end - g->emitted);
+    g->emitted = end;
+    return piece;
+}
+
+gen_state::~gen_state() {
+    if (sampler) {
+        llama_sampler_free(sampler);
+    }
+}
+
 // Every sampling key is required: the defaults and checks live in one place, the TypeScript side
 // (src/generate/options.ts), which always sends them all.
-void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int32_t n_tokens) {
+void begin_sampling(gen_state * c, const llama_vocab * vocab, const json & p, const int32_t * tokens, int32_t n_tokens) {
     if (c->sampler) {
         llama_sampler_free(c->sampler);
         c->sampler = nullptr;
@@ -365,7 +388,7 @@ void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int
     sp.no_perf = true;
     c->sampler = llama_sampler_chain_init(sp);
     const int64_t t_grammar = now_us();
-    llama_sampler * grammar = make_grammar(c, p);
+    llama_sampler * grammar = make_grammar(c, vocab, p);
     const int64_t grammar_us = now_us() - t_grammar;
     if (grammar) {
         llama_sampler_chain_add(c->sampler, grammar);  // first: the others see only what it allows
@@ -374,7 +397,7 @@ void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int
     float repeat_penalty = p.at("repeatPenalty").get<float>();
     if (repeat_penalty != 1.0f) {
         llama_sampler_chain_add(c->sampler,
-                                llama_sampler_init_penalties(llama_vocab_n_tokens(c->owner->vocab), p.at("repeatLastN").get<int32_t>(), repeat_penalty, 0.0f, 0.0f));
+                                llama_sampler_init_penalties(llama_vocab_n_tokens(vocab), p.at("repeatLastN").get<int32_t>(), repeat_penalty, 0.0f, 0.0f));
     }
     c->greedy = temp <= 0.0f && repeat_penalty == 1.0f && !grammar;
     if (temp <= 0.0f) {
@@ -419,11 +442,15 @@ void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int
         c->stages["grammar"].wall_us = grammar_us;
     }
     c->stop_reason.clear();
+    c->done = false;
+    c->active = true;
+}
+
+void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int32_t n_tokens) {
+    begin_sampling(c, c->owner->vocab, p, tokens, n_tokens);
     c->events = json::array();
     c->reused = 0;
     c->begin_us = now_us();
-    c->done = false;
-    c->active = true;
     c->abort.store(false);
 }
 
@@ -432,9 +459,6 @@ void begin_generation(loupe_ctx * c, const json & p, const int32_t * tokens, int
 using namespace loupe;
 
 loupe_ctx::~loupe_ctx() {
-    if (sampler) {
-        llama_sampler_free(sampler);
-    }
     if (batch_cap > 0) {
         llama_batch_free(batch);
     }
@@ -595,7 +619,7 @@ int32_t loupe_ctx_gen_step(loupe_ctx * c, int32_t budget_ms, int32_t max_step_to
                 break;
             }
             int64_t t0 = now_us();
-            llama_token tok = c->greedy ? argmax_logits(c) : llama_sampler_sample(c->sampler, c->ctx, -1);
+            llama_token tok = sample_token(c, c->ctx, c->owner->vocab, -1);
             sample_stage.wall_us += now_us() - t0;
             sample_stage.tokens += 1;
             if (!c->ignore_eos && llama_vocab_is_eog(c->owner->vocab, tok)) {
@@ -633,15 +657,7 @@ const char * loupe_ctx_gen_output(loupe_ctx * c) {
         return nullptr;
     }
     try {
-        // hold back a possible start of a stop string and an unfinished UTF-8 sequence
-        size_t end = c->text.size();
-        if (!c->done) {
-            std::string rest = c->text.substr(c->emitted);
-            size_t hold = std::max(partial_stop_len(rest, c->stops), incomplete_utf8_len(rest));
-            end -= std::min(hold, rest.size());
-        }
-        std::string piece = c->text.substr(c->emitted, end - c->emitted);
-        c->emitted = end;
+        std::string piece = take_text(c);
         json stages = json::object();
         for (const auto & [name, s] : c->stages) {
             stages[name] = stage_json(s, c->devices);

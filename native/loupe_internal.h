@@ -187,22 +187,11 @@ struct media_span {
 
 }  // namespace loupe
 
-// ---- handles -----------------------------------------------------------------------------
+namespace loupe {
 
-struct loupe_ctx : loupe::error_holder, loupe::measured {
-    loupe_model * owner = nullptr;
-    loupe::cpu_threadpool threads;  // destroyed after ctx is freed (declared before it)
-    llama_context * ctx = nullptr;
-    std::map<std::string, loupe::stage_stats> stages;
-    std::atomic<bool> abort{ false };
-    // The next position to evaluate at. Equal to the cells in the cache (history.size()) except
-    // after media under M-RoPE, whose tokens take fewer positions than cells: capacity is counted
-    // in cells, positions only place tokens.
-    int32_t n_past = 0;
-    llama_batch batch{};        // reused by decode_tokens (explicit positions)
-    int32_t     batch_cap = 0;  // its capacity in tokens
-
-    // generation state
+// One generation's sampling and stopping state: a context's (loupe_ctx) or a batch slot's
+// (native/batch.cpp). The functions below work on it without knowing which.
+struct gen_state {
     llama_sampler * sampler = nullptr;
     // Plain greedy decoding (temperature <= 0, no penalties): the token loop takes the argmax of
     // the logits itself, the greedy sampler's choice (the first maximum) without filling and
@@ -222,7 +211,48 @@ struct loupe_ctx : loupe::error_holder, loupe::measured {
     std::string text;          // generated text so far (stop strings removed)
     size_t emitted = 0;        // bytes of `text` already reported
     std::vector<llama_token> new_tokens;
-    std::string output;
+    std::map<std::string, stage_stats> stages;
+
+    gen_state() = default;
+    gen_state(const gen_state &) = delete;
+    gen_state & operator=(const gen_state &) = delete;
+    ~gen_state();
+};
+
+// Sets up sampling and the stopping state from gen_begin parameters (every sampling key is
+// required, see loupe_ctx_gen_begin): the sampler chain with its grammar, stop strings, limits;
+// the text, counters and stages start empty.
+void begin_sampling(gen_state * g, const llama_vocab * vocab, const json & p, const int32_t * tokens, int32_t n_tokens);
+
+// Ends the generation with `reason`.
+void finish(gen_state * g, const char * reason);
+
+// Appends a token's text and applies the stop strings. Returns true when a stop string ended it.
+bool append_piece(gen_state * g, const llama_vocab * vocab, llama_token tok);
+
+// The token chosen from the logits of output `idx` of the last decode.
+llama_token sample_token(gen_state * g, llama_context * ctx, const llama_vocab * vocab, int32_t idx);
+
+// The text generated since the last call, holding back a possible start of a stop string and an
+// unfinished UTF-8 sequence until the generation is done.
+std::string take_text(gen_state * g);
+
+}  // namespace loupe
+
+// ---- handles -----------------------------------------------------------------------------
+
+struct loupe_ctx : loupe::error_holder, loupe::measured, loupe::gen_state {
+    loupe_model * owner = nullptr;
+    loupe::cpu_threadpool threads;  // destroyed after ctx is freed (declared before it)
+    llama_context * ctx = nullptr;
+    std::atomic<bool> abort{ false };
+    std::string output;  // loupe_ctx_gen_output's JSON
+    // The next position to evaluate at. Equal to the cells in the cache (history.size()) except
+    // after media under M-RoPE, whose tokens take fewer positions than cells: capacity is counted
+    // in cells, positions only place tokens.
+    int32_t n_past = 0;
+    llama_batch batch{};        // reused by decode_tokens (explicit positions)
+    int32_t     batch_cap = 0;  // its capacity in tokens
 
     // sessions (native/session.cpp): what the KV cache holds, prefix reuse and context shift
     std::vector<llama_token> history;             // tokens in the KV cache, cell by cell (-1: a media cell)

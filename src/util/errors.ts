@@ -41,6 +41,7 @@
  * - `DISK_FULL`: the disk has no room for a download.
  * - `NOT_ENOUGH_MEMORY`: the call would need more memory than is free (what is needed and what
  *   is free are named).
+ * - `BUSY`: a server's queue is full (every slot busy and the queue at its limit): try again later.
  * - `INTERNAL`: a bug of loupe's own (a state it should never reach); please report it.
  */
 export type LoupeErrorCode =
@@ -65,6 +66,7 @@ export type LoupeErrorCode =
   | "CHECKSUM"
   | "DISK_FULL"
   | "NOT_ENOUGH_MEMORY"
+  | "BUSY"
   | "INTERNAL";
 
 /** Options of {@linkcode LoupeError}. */

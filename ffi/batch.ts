@@ -1,0 +1,86 @@
+/**
+ * A thin wrapper over one `loupe_batch *` (native/loupe_batch.h): the only place that holds that
+ * pointer. The typed API's Batcher (src/serve/batcher.ts) owns it.
+ *
+ * @module
+ */
+import { type NativeModel, Status } from "./model.ts";
+import { cstr, lastError, type NativeApi, NativeError, readCString, readJson } from "./util.ts";
+
+/** One `loupe_batch *` handle: slots on one context, decoded together. */
+export class NativeBatch {
+  #api: NativeApi;
+  #ptr: Deno.PointerObject | null;
+
+  private constructor(api: NativeApi, ptr: Deno.PointerObject) {
+    this.#api = api;
+    this.#ptr = ptr;
+  }
+
+  /** Creates a batching context on a loaded model, on a worker thread; the model frees it before itself. */
+  static async create(api: NativeApi, model: NativeModel, params: Record<string, unknown>): Promise<NativeBatch> {
+    const err = new Uint8Array(1024);
+    const ptr = await api.loupe_batch_create(model.pointer(), cstr(JSON.stringify(params)), err, err.length);
+    if (ptr === null) throw new NativeError(Status.LOAD, new TextDecoder().decode(err.subarray(0, err.indexOf(0))));
+    const batch = new NativeBatch(api, ptr);
+    model.adopt(batch);
+    return batch;
+  }
+
+  #handle(): Deno.PointerObject {
+    if (this.#ptr === null) throw new NativeError(Status.STATE, "the native batch was freed");
+    return this.#ptr;
+  }
+
+  #check(rc: number): number {
+    if (rc < 0) {
+      throw new NativeError(rc, readCString(this.#api.loupe_batch_error(this.#handle())) || lastError(this.#api));
+    }
+    return rc;
+  }
+
+  /** {parallel, nCtx, nCtxSlot, nBatch, threads}. */
+  info<T>(): T {
+    return readJson<T>(this.#api, this.#api.loupe_batch_info(this.#handle()));
+  }
+
+  /** Starts a request in a free slot; returns the slot. */
+  start(params: object, tokens: Int32Array): number {
+    return this.#check(
+      this.#api.loupe_batch_start(this.#handle(), cstr(JSON.stringify(params)), tokens, tokens.length),
+    );
+  }
+
+  /** Ends the request in `slot` at the next step (thread-safe: also while a step runs). */
+  cancel(slot: number): void {
+    if (this.#ptr !== null) this.#api.loupe_batch_cancel(this.#ptr, slot);
+  }
+
+  /** Makes a running step return after its current decode. */
+  interrupt(): void {
+    if (this.#ptr !== null) this.#api.loupe_batch_interrupt(this.#ptr);
+  }
+
+  /** Runs steps on a worker thread (see loupe_batch_step); returns the slots with a request. */
+  async step(budgetMs: number, maxSteps: number): Promise<number> {
+    return this.#check(await this.#api.loupe_batch_step(this.#handle(), budgetMs, maxSteps));
+  }
+
+  /** What happened since the last call (see loupe_batch_output). */
+  output<T>(): T {
+    return readJson<T>(this.#api, this.#api.loupe_batch_output(this.#handle()));
+  }
+
+  /** Whether free() has run. */
+  get freed(): boolean {
+    return this.#ptr === null;
+  }
+
+  /** Frees the handle; later calls throw. Idempotent. Never while a step runs. */
+  free(): void {
+    if (this.#ptr !== null) {
+      this.#api.loupe_batch_free(this.#ptr);
+      this.#ptr = null;
+    }
+  }
+}
