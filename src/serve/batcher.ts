@@ -258,7 +258,9 @@ export class Batcher implements AsyncDisposable {
   #queue: Job[] = [];
   #slots: Array<Job | null>;
   #nextId = 1;
-  #running: Promise<void> | null = null;
+  #running: Promise<void> = Promise.resolve();
+  /** Whether the step loop runs; cleared by the loop in the same turn it sees nothing to do. */
+  #looping = false;
   #stepping = false;
   #closed = false;
   #unadopt: () => void;
@@ -373,7 +375,10 @@ export class Batcher implements AsyncDisposable {
       }
       this.#queue.push(job);
       if (this.#stepping) this.#native.interrupt();
-      this.#running ??= this.#run().finally(() => this.#running = null);
+      if (!this.#looping) {
+        this.#looping = true;
+        this.#running = this.#run();
+      }
     });
   }
 
@@ -463,10 +468,28 @@ export class Batcher implements AsyncDisposable {
     }
   }
 
+  /** The step loop: runs while some slot has a request. */
   async #run(): Promise<void> {
+    try {
+      await this.#loop();
+    } catch (e) {
+      // a failure of loupe's own: every request ends with it, the batcher stays usable
+      for (const job of [...this.#queue.splice(0), ...this.#slots]) {
+        if (job) job.reject(wrap(e, "Cannot generate"));
+      }
+      this.#slots.fill(null);
+    } finally {
+      this.#looping = false;
+    }
+  }
+
+  async #loop(): Promise<void> {
     while (true) {
       if (!this.#closed) this.#admit();
-      if (!this.#slots.some((s) => s !== null)) return;
+      if (!this.#slots.some((s) => s !== null)) {
+        this.#looping = false;
+        return;
+      }
       let failure: unknown = null;
       this.#stepping = true;
       try {
