@@ -44,7 +44,7 @@ import type { BackendReport, Device } from "../engine/engine.ts";
 import { LoupeError } from "../util/errors.ts";
 import type { GenerateResult } from "../generate/result.ts";
 import { isColab, type KernelApi, kernelApi, publish } from "./kernel.ts";
-import { DISPLAY, type MimeBundle, VIEW_KIND } from "../util/presenter.ts";
+import { DISPLAY, LIVE, type LiveValue, type MimeBundle, VIEW_KIND } from "../util/presenter.ts";
 import { Comparison } from "./comparison.ts";
 import { type TimelineLike, timelineView } from "./timeline_view.ts";
 import { escapeHtml, OWN_VIEW, type PlotlyFigure, type View } from "./view.ts";
@@ -59,6 +59,7 @@ import {
   resultView,
   sessionView,
 } from "./views.ts";
+import { serverView } from "./server_view.ts";
 
 export { DISPLAY, type MimeBundle };
 
@@ -361,6 +362,7 @@ const VIEWS: Record<string, (value: any) => View> = {
   backends: backendsView,
   devices: devicesView,
   projector: projectorView,
+  server: serverView,
   session: sessionView,
 };
 
@@ -447,13 +449,70 @@ async function sessionBundle(
 export async function displayBundle(value: unknown, api: KernelApi | null = kernelApi()): Promise<MimeBundle> {
   const view = viewOf(value) ?? { text: inspectText(value) };
   if (!api) return await toBundle(view);
-  const out: SessionOutput = { session: plotlySession(api) };
+  const live = liveOf(value);
+  const id = live ? `loupe-live-${Date.now().toString(36)}-${(liveCounter++).toString(36)}` : undefined;
+  const out: SessionOutput = { session: plotlySession(api), id };
+  if (live && view.figure) await shipLibraryApart(api, out.session);
   const bundle = await toBundle(view, {}, out);
+  const transient = id ? { display_id: id } : {};
   await publishSessionOutput(
     out,
-    () => publish(api, "display_data", { data: bundle, metadata: {}, transient: {} }, { confirm: true }),
+    () => publish(api, "display_data", { data: bundle, metadata: {}, transient }, { confirm: true }),
   );
+  if (live && id) redrawWhileLive(value, live, id, api);
   return { "text/plain": view.summary ?? view.text.split("\n")[0] };
+}
+
+let liveCounter = 0;
+
+/**
+ * Before a live output's first plot: where the session's plots share one inlined plotly.js and
+ * none has shipped it yet, ships it in an output of its own, so that the live output, redrawn
+ * every second, never is the one that carries the library (each redraw would carry it again).
+ */
+async function shipLibraryApart(api: KernelApi, session: PlotlySession): Promise<void> {
+  const host = plotlyHost();
+  if (session.shipped || host.colab || await resolvePlotly(options.plotly, host) !== "inline") return;
+  const html = `<div class="loupe-plotly-library" style="display:none"></div>${await plotlyLibraryHtml()}`;
+  await publish(api, "display_data", { data: { "text/plain": "", "text/html": html }, metadata: {}, transient: {} }, {
+    confirm: true,
+  });
+  session.shipped = true;
+  session.carrier = null;
+}
+
+function liveOf(value: unknown): LiveValue | null {
+  const live = value !== null && typeof value === "object" ? (value as any)[LIVE] : undefined;
+  return live && typeof live.active === "function" && typeof live.intervalMs === "number" ? live : null;
+}
+
+/**
+ * Redraws the output `id` of a live value every `intervalMs` while it is active, then once more;
+ * the timer never keeps the process alive, and a redraw that fails (a closed kernel channel)
+ * stops it. Plots in redraws use the page's plotly.js (see {@linkcode shipLibraryApart}).
+ */
+function redrawWhileLive(value: unknown, live: LiveValue, id: string, api: KernelApi): void {
+  let busy = false;
+  const timer = setInterval(async () => {
+    if (busy) return;
+    busy = true;
+    const last = !live.active();
+    try {
+      const view = viewOf(value) ?? { text: inspectText(value) };
+      const out: SessionOutput = { session: plotlySession(api), id, update: true };
+      const bundle = await toBundle(view, {}, out);
+      await publishSessionOutput(
+        out,
+        () => publish(api, "update_display_data", { data: bundle, metadata: {}, transient: { display_id: id } }),
+      );
+      if (last) clearInterval(timer);
+    } catch {
+      clearInterval(timer);
+    } finally {
+      busy = false;
+    }
+  }, Math.max(live.intervalMs, 100));
+  Deno.unrefTimer(timer);
 }
 
 /**

@@ -14,6 +14,20 @@ export const DISPLAY: unique symbol = Symbol.for("Jupyter.display");
 /** The key of a value's view name (e.g. "session", "backends"), looked up in the notebook layer's registry. */
 export const VIEW_KIND: unique symbol = Symbol.for("loupe.viewKind");
 
+/**
+ * The key of a value whose view keeps changing (a running server): as the last expression of a
+ * cell its output is redrawn in place every `intervalMs` while `active()` is true, then once more.
+ */
+export const LIVE: unique symbol = Symbol.for("loupe.live");
+
+/** What a live value gives under {@linkcode LIVE}. */
+export interface LiveValue {
+  /** Milliseconds between redraws. */
+  intervalMs: number;
+  /** Whether it still changes (false: one last redraw, then no more). */
+  active(): boolean;
+}
+
 /** A MIME bundle as Jupyter front ends take it; `text/plain` is always present. */
 export interface MimeBundle {
   /** The text form (terminals, plain front ends, nbconvert to text). */
