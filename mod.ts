@@ -109,6 +109,14 @@ export {
   type ShowStreamOptions,
 } from "./src/notebook/progress.ts";
 export type { KernelApi } from "./src/notebook/kernel.ts";
+export {
+  serve,
+  type ServedRequest,
+  type ServeOptions,
+  Server,
+  type ServerSnapshot,
+  type ServerStats,
+} from "./src/serve/server.ts";
 export { fixtureModel, type FixtureName } from "./src/fixtures/text.ts";
 export { embedFixture, type EmbedFixtureName } from "./src/fixtures/embed.ts";
 export { fixtureProjector, type ProjectorName } from "./src/fixtures/vision.ts";

@@ -24,10 +24,11 @@ export const LAYERS: ReadonlyArray<readonly [prefix: string, rank: number]> = [
   ["src/embed/", 7],
   ["src/model/", 8],
   ["src/notebook/", 9],
-  ["src/children/", 10],
-  ["mod.ts", 11],
-  ["display.ts", 11],
-  ["testing.ts", 11],
+  ["src/serve/", 10],
+  ["src/children/", 11],
+  ["mod.ts", 12],
+  ["display.ts", 12],
+  ["testing.ts", 12],
 ];
 
 /** What the public may import: examples and notebooks use these and nothing else. */
