@@ -452,7 +452,7 @@ export async function displayBundle(value: unknown, api: KernelApi | null = kern
   const live = liveOf(value);
   const id = live ? `loupe-live-${Date.now().toString(36)}-${(liveCounter++).toString(36)}` : undefined;
   const out: SessionOutput = { session: plotlySession(api), id };
-  if (live && view.figure) await shipLibraryApart(api, out.session);
+  if (live) await shipLibraryApart(api, out.session); // its plots may come later, in redraws
   const bundle = await toBundle(view, {}, out);
   const transient = id ? { display_id: id } : {};
   await publishSessionOutput(
@@ -466,14 +466,14 @@ export async function displayBundle(value: unknown, api: KernelApi | null = kern
 let liveCounter = 0;
 
 /**
- * Before a live output's first plot: where the session's plots share one inlined plotly.js and
- * none has shipped it yet, ships it in an output of its own, so that the live output, redrawn
- * every second, never is the one that carries the library (each redraw would carry it again).
+ * Before a live output: where the session's plots share one inlined plotly.js and none has
+ * shipped it yet, ships it in an output of its own, so that the live output, redrawn every
+ * second, never is the one that carries the library (each redraw would carry it again).
  */
 async function shipLibraryApart(api: KernelApi, session: PlotlySession): Promise<void> {
   const host = plotlyHost();
   if (session.shipped || host.colab || await resolvePlotly(options.plotly, host) !== "inline") return;
-  const html = `<div class="loupe-plotly-library" style="display:none"></div>${await plotlyLibraryHtml()}`;
+  const html = `<div class="loupe-library" style="display:none"></div>${await plotlyLibraryHtml()}`;
   await publish(api, "display_data", { data: { "text/plain": "", "text/html": html }, metadata: {}, transient: {} }, {
     confirm: true,
   });
@@ -500,6 +500,7 @@ function redrawWhileLive(value: unknown, live: LiveValue, id: string, api: Kerne
     try {
       const view = viewOf(value) ?? { text: inspectText(value) };
       const out: SessionOutput = { session: plotlySession(api), id, update: true };
+      if (view.figure) await shipLibraryApart(api, out.session);
       const bundle = await toBundle(view, {}, out);
       await publishSessionOutput(
         out,
