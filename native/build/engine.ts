@@ -20,8 +20,12 @@ export interface BuildResult {
   sourceDir: string;
   /** Path of libloupe.so. */
   library: string;
-  /** Reference tools built from the same source against the same engine. */
-  tools: { completion: string; bench: string; embedding: string; mtmd: string };
+  /**
+   * Reference tools built from the same source against the same engine. `server` (llama.cpp's
+   * `llama-server`) is where it is or would be: it is built only when asked for
+   * ({@linkcode BuildOptions.server}).
+   */
+  tools: { completion: string; bench: string; embedding: string; mtmd: string; server: string };
 }
 
 /** Options of {@linkcode ensureBuild}. */
@@ -32,6 +36,13 @@ export interface BuildOptions {
   cuda?: boolean;
   /** For the from-source variant: also build the Vulkan backend. */
   vulkan?: boolean;
+  /**
+   * Also build llama.cpp's `llama-server` (default false): a reference for benchmarks, too big to
+   * build on every first use (15 C++ files, about 70 s on two cores; its objects are shared by the
+   * variants, so another variant only links). It has cache directories of its own, so that changes
+   * to libloupe's sources do not rebuild it.
+   */
+  server?: boolean;
   /** Prints progress lines to stderr (default true). */
   verbose?: boolean;
   /** Receives each step (download, unpack, compile, link, done) instead of the stderr lines. */
@@ -385,8 +396,231 @@ async function mtmdSources(sourceDir: string): Promise<string[]> {
 }
 
 /**
+ * Where mtmd's objects are kept: they depend only on the source, so libloupe and llama-server of
+ * every variant share them.
+ */
+function mtmdObjectDir(): string {
+  return join(cacheDir(), "build", `mtmd-${LLAMA_CPP_COMMIT.slice(0, 12)}-3`);
+}
+
+/** The object file of one of mtmd's sources (see {@linkcode mtmdSources}) in {@linkcode mtmdObjectDir}. */
+function mtmdObject(sourceDir: string, src: string): string {
+  return join(mtmdObjectDir(), src.slice(sourceDir.length + 1).replaceAll("/", "_") + ".o");
+}
+
+/** Compiles one of mtmd's sources into its object (written under a temporary name, then renamed). */
+async function compileMtmdObject(sourceDir: string, src: string, cflags: string[], includes: string[]) {
+  const obj = mtmdObject(sourceDir, src);
+  const tmp = `${obj}.${Deno.pid}.tmp`;
+  // vendor/hash: its C files are C, except sha1.c, which llama.cpp compiles as C++.
+  const asC = src.endsWith(".c") && !src.endsWith("sha1.c");
+  const cc = asC ? ["gcc", "-O2", "-fPIC", "-DNDEBUG"] : ["g++", ...cflags, "-Wno-cast-qual", "-x", "c++"];
+  await run(cc[0], [...cc.slice(1), ...includes, "-c", src, "-o", tmp]);
+  await Deno.rename(tmp, obj);
+}
+
+/**
+ * What llama.cpp's CMake compiles into `llama-server` besides llama-common and mtmd (relative to
+ * the source root): tools/server/CMakeLists.txt's server-context and llama-server-impl libraries
+ * and its executable, and vendor/cpp-httplib (a static library there; libllama-common exports a
+ * copy of it too, and the executable's copy wins, as in llama.cpp's own build). The list is
+ * checked against the CMakeLists when the server is built.
+ */
+const SERVER_SOURCES = [
+  "tools/server/server-chat.cpp",
+  "tools/server/server-task.cpp",
+  "tools/server/server-queue.cpp",
+  "tools/server/server-common.cpp",
+  "tools/server/server-context.cpp",
+  "tools/server/server-stream.cpp",
+  "tools/server/server-tools.cpp",
+  "tools/server/server-mcp.cpp",
+  "tools/server/server-schema.cpp",
+  "tools/server/server.cpp",
+  "tools/server/server-http.cpp",
+  "tools/server/server-models.cpp",
+  "tools/server/main.cpp",
+  "vendor/cpp-httplib/httplib.cpp",
+];
+
+/**
+ * Flags of the server's compiles beyond libloupe's: `LLAMA_SUBPROCESS`, a public definition of
+ * llama-common that changes the layout of `common_subproc` (both engines' libllama-common are built
+ * with it, llama.cpp's default on Linux), and cpp-httplib's private definitions from
+ * vendor/cpp-httplib/CMakeLists.txt (for httplib.cpp only, which is also compiled with `-w`).
+ */
+const SERVER_FLAGS = {
+  all: ["-DLLAMA_SUBPROCESS"],
+  httplib: [
+    "-w",
+    "-DCPPHTTPLIB_FORM_URL_ENCODED_PAYLOAD_MAX_LENGTH=1048576",
+    "-DCPPHTTPLIB_LISTEN_BACKLOG=512",
+    "-DCPPHTTPLIB_REQUEST_URI_MAX_LENGTH=32768",
+    "-DCPPHTTPLIB_TCP_NODELAY=1",
+  ],
+};
+
+/** Where llama-server's objects and executable go; see {@linkcode serverPlan}. */
+interface ServerPlan {
+  /** Objects and the generated UI sources: they depend on the source and flags, not on the engine. */
+  objDir: string;
+  /** The executable's directory: keyed also by the variant and the engine it links. */
+  outDir: string;
+  /** The executable. */
+  exe: string;
+  /** What the directories' keys were made of (written into the markers). */
+  fingerprint: string;
+}
+
+/**
+ * The cache directories of llama-server, keyed only by what it depends on: the objects by the
+ * llama.cpp commit, the compiler flags and its source list; the executable also by the variant,
+ * the engine directory and the libraries it links. Not by libloupe's sources, so that editing
+ * native/ does not rebuild it.
+ */
+async function serverPlan(
+  variant: EngineVariant,
+  engineDir: string,
+  cflags: string[],
+  includes: string[],
+  libs: string[],
+): Promise<ServerPlan> {
+  const objPrint = [LLAMA_CPP_COMMIT, cflags.join(" "), includes.join(" "), JSON.stringify(SERVER_FLAGS)]
+    .concat(SERVER_SOURCES, mtmdObjectDir(), "ui: none")
+    .join("\n");
+  const objKey = (await hashText(objPrint)).slice(0, 12);
+  const fingerprint = [objPrint, variant, engineDir, libs.join(" ")].join("\n");
+  const key = (await hashText(fingerprint)).slice(0, 16);
+  const outDir = join(cacheDir(), "server", `${variant}-${key}`);
+  return {
+    objDir: join(cacheDir(), "server", `objects-${LLAMA_CPP_COMMIT.slice(0, 12)}-${objKey}`),
+    outDir,
+    exe: join(outDir, "llama-server"),
+    fingerprint,
+  };
+}
+
+/**
+ * Writes the `ui.h` and `ui.cpp` that llama.cpp's scripts/ui-assets.cmake generates when no web UI
+ * assets are available (the source carries only the UI's Svelte sources, which CMake would build
+ * with npm or download): tools/ui's templates with an empty asset table. The server then serves
+ * its API without the web UI, as llama.cpp's own build does offline.
+ */
+async function writeEmptyUi(sourceDir: string, dir: string) {
+  const fill = (text: string) =>
+    text.replace("#cmakedefine LLAMA_UI_HAS_ASSETS 1", "/* #undef LLAMA_UI_HAS_ASSETS */")
+      .replaceAll("@N_ASSETS@", "0")
+      .replaceAll("@ASSET_ARRAYS@", "")
+      .replaceAll("@ASSET_TABLE@", "")
+      .replaceAll("@USE_GZIP@", "false");
+  for (const name of ["ui.h", "ui.cpp"]) {
+    const text = fill(await Deno.readTextFile(join(sourceDir, "tools", "ui", `${name}.in`)));
+    if (/@[A-Z_]+@|#cmakedefine/.test(text)) {
+      throw new Error(`tools/ui/${name}.in has placeholders loupe does not fill`);
+    }
+    // Rewritten only when it differs: another process may be compiling against it.
+    const old = await Deno.readTextFile(join(dir, name)).catch(() => null);
+    if (old !== text) await Deno.writeTextFile(join(dir, name), text);
+  }
+}
+
+/** The `.cpp` files that tools/server/CMakeLists.txt compiles (for checking SERVER_SOURCES). */
+async function serverCmakeSources(sourceDir: string): Promise<string[]> {
+  const cmake = await Deno.readTextFile(join(sourceDir, "tools", "server", "CMakeLists.txt"));
+  const files: string[] = [];
+  for (const m of cmake.matchAll(/add_(?:library|executable)\(([^)]*)\)/g)) {
+    for (const f of m[1].split(/\s+/)) if (f.endsWith(".cpp")) files.push(`tools/server/${f}`);
+  }
+  return files;
+}
+
+/**
+ * Builds llama-server as {@linkcode serverPlan} places it, unless it is built: its objects (those
+ * already compiled are kept, also from an interrupted build), the objects of mtmd it links (shared
+ * with libloupe; compiled here when missing), then the executable, linked against the engine's
+ * libraries and libllama-common like the other reference tools.
+ */
+async function ensureServer(
+  plan: ServerPlan,
+  b: {
+    sourceDir: string;
+    cflags: string[];
+    includes: string[];
+    link: string[];
+    verbose: boolean;
+    onProgress: BuildOptions["onProgress"];
+  },
+): Promise<void> {
+  const marker = join(plan.outDir, ".loupe-ok");
+  if (await exists(marker)) return;
+  await withLock(plan.outDir + ".lock", async () => {
+    if (await exists(marker)) return;
+    const listed = await serverCmakeSources(b.sourceDir);
+    const unknown = listed.filter((f) => !SERVER_SOURCES.includes(f));
+    if (unknown.length || listed.length !== SERVER_SOURCES.length - 1) {
+      throw new Error(`tools/server/CMakeLists.txt compiles ${listed.join(", ")}; loupe builds ${SERVER_SOURCES}`);
+    }
+    await Deno.mkdir(plan.objDir, { recursive: true });
+    await Deno.mkdir(plan.outDir, { recursive: true });
+    await Deno.mkdir(mtmdObjectDir(), { recursive: true });
+    await writeEmptyUi(b.sourceDir, plan.objDir);
+    const includes = [
+      ...b.includes,
+      ...["tools/server", "."].map((d) => `-I${join(b.sourceDir, d)}`),
+      `-I${plan.objDir}`,
+    ];
+    const units = [...SERVER_SOURCES.map((f) => join(b.sourceDir, f)), join(plan.objDir, "ui.cpp")];
+    const objects = units.map((src) => join(plan.objDir, src.split("/").pop()!.replace(/\.cpp$/, ".o")));
+    const mtmd = await mtmdSources(b.sourceDir);
+    const jobs: Array<() => Promise<unknown>> = [];
+    let done = 0;
+    let total = 0;
+    const step = (what: string) =>
+      report(b.verbose, b.onProgress, {
+        phase: "compile",
+        message: `compiling (${++done}/${total}) ${what} (llama-server)`,
+        fraction: done / total,
+      });
+    for (const src of mtmd) {
+      if (await exists(mtmdObject(b.sourceDir, src))) continue;
+      total++;
+      jobs.push(async () => {
+        await compileMtmdObject(b.sourceDir, src, b.cflags, b.includes);
+        step(src.slice(b.sourceDir.length + 1));
+      });
+    }
+    for (const [i, src] of units.entries()) {
+      if (await exists(objects[i])) continue;
+      total++;
+      jobs.push(async () => {
+        const tmp = `${objects[i]}.${Deno.pid}.tmp`;
+        const extra = src.endsWith("httplib.cpp") ? SERVER_FLAGS.httplib : [];
+        await run("g++", [...b.cflags, ...SERVER_FLAGS.all, ...extra, ...includes, "-c", src, "-o", tmp]);
+        await Deno.rename(tmp, objects[i]);
+        step(src.startsWith(b.sourceDir) ? src.slice(b.sourceDir.length + 1) : "ui.cpp (generated, no web UI)");
+      });
+    }
+    if (jobs.length) {
+      report(b.verbose, b.onProgress, {
+        phase: "compile",
+        message: `building llama-server (${jobs.length} files to compile)`,
+        fraction: 0,
+      });
+    }
+    await runAll(jobs, navigator.hardwareConcurrency || 2);
+    report(b.verbose, b.onProgress, { phase: "link", message: "linking llama-server", fraction: null });
+    const tmp = `${plan.exe}.${Deno.pid}.tmp`;
+    await run("g++", [...objects, ...mtmd.map((src) => mtmdObject(b.sourceDir, src)), "-o", tmp, ...b.link]);
+    await Deno.rename(tmp, plan.exe);
+    await Deno.writeTextFile(marker, plan.fingerprint);
+    report(b.verbose, b.onProgress, { phase: "done", message: `built ${plan.exe}`, fraction: 1 });
+  });
+}
+
+/**
  * Makes sure the engine for the chosen variant is present and libloupe plus the reference
- * tools are built against it; builds only what is missing. Returns where everything is.
+ * tools are built against it (llama-server only with {@linkcode BuildOptions.server}); builds
+ * only what is missing. Returns where everything is.
  */
 export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult> {
   const verbose = opts.verbose ?? true;
@@ -425,6 +659,7 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
   fingerprint += JSON.stringify(REFERENCE_TOOLS);
   const key = (await hashText(fingerprint)).slice(0, 16);
   const outDir = join(cacheDir(), "build", `${variant}-${key}`);
+  const server = await serverPlan(variant, engineDir, cflags, includes, libs);
   const result: BuildResult = {
     variant,
     engineDir,
@@ -435,17 +670,25 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
       bench: join(outDir, "llama-bench"),
       embedding: join(outDir, "llama-embedding"),
       mtmd: join(outDir, "llama-mtmd-cli"),
+      server: server.exe,
     },
   };
+  const link = ["-L" + engineDir, ...libs, `-Wl,-rpath,${engineDir}`, "-lpthread", "-ldl"];
+  /** Builds llama-server when asked for, after libloupe (whose mtmd objects it links). */
+  const withServer = async () => {
+    if (opts.server) {
+      await ensureServer(server, { sourceDir, cflags, includes, link, verbose, onProgress: opts.onProgress });
+    }
+    return result;
+  };
   const marker = join(outDir, ".loupe-ok");
-  if (await exists(marker)) return result;
-  return await withLock(outDir + ".lock", async () => {
-    if (await exists(marker)) return result;
+  if (await exists(marker)) return await withServer();
+  await withLock(outDir + ".lock", async () => {
+    if (await exists(marker)) return;
     await Deno.mkdir(outDir, { recursive: true });
     const cores = navigator.hardwareConcurrency || 2;
     // mtmd objects depend only on the source, so they are shared between variants.
-    const objDir = join(cacheDir(), "build", `mtmd-${LLAMA_CPP_COMMIT.slice(0, 12)}-3`);
-    await Deno.mkdir(objDir, { recursive: true });
+    await Deno.mkdir(mtmdObjectDir(), { recursive: true });
     const mtmd = await mtmdSources(sourceDir);
     const objects: string[] = [];
     const jobs: Array<() => Promise<unknown>> = [];
@@ -459,22 +702,17 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
         fraction: done / total,
       });
     for (const src of mtmd) {
-      const obj = join(objDir, src.slice(sourceDir.length + 1).replaceAll("/", "_") + ".o");
+      const obj = mtmdObject(sourceDir, src);
       objects.push(obj);
       if (await exists(obj)) {
         done++;
         continue;
       }
       jobs.push(async () => {
-        // vendor/hash: its C files are C, except sha1.c, which llama.cpp compiles as C++.
-        const asC = src.endsWith(".c") && !src.endsWith("sha1.c");
-        const cc = asC ? ["gcc", "-O2", "-fPIC", "-DNDEBUG"] : ["g++", ...cflags, "-Wno-cast-qual", "-x", "c++"];
-        await run(cc[0], [...cc.slice(1), ...includes, "-c", src, "-o", obj + ".tmp"]);
-        await Deno.rename(obj + ".tmp", obj);
+        await compileMtmdObject(sourceDir, src, cflags, includes);
         step(src.slice(sourceDir.length + 1));
       });
     }
-    const link = ["-L" + engineDir, ...libs, `-Wl,-rpath,${engineDir}`, "-lpthread", "-ldl"];
     const ownObjects = ownCpp.map((src) => join(outDir, src.slice(NATIVE_DIR.length + 1).replace(/\.cpp$/, ".o")));
     ownCpp.forEach((src, i) =>
       jobs.push(async () => {
@@ -507,6 +745,6 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
     step("llama-mtmd-cli (reference)");
     await Deno.writeTextFile(marker, fingerprint);
     report(verbose, opts.onProgress, { phase: "done", message: `built ${result.library}`, fraction: 1 });
-    return result;
   });
+  return await withServer();
 }
