@@ -22,10 +22,47 @@ export interface BuildResult {
   library: string;
   /**
    * Reference tools built from the same source against the same engine. `server` (llama.cpp's
-   * `llama-server`) is where it is or would be: it is built only when asked for
-   * ({@linkcode BuildOptions.server}).
+   * `llama-server`) and `rpcServer` (ggml's `ggml-rpc-server`, see {@linkcode RpcBuild.server})
+   * are where they are or would be: they are built only when asked for
+   * ({@linkcode BuildOptions.server}, {@linkcode BuildOptions.rpc}).
    */
-  tools: { completion: string; bench: string; embedding: string; mtmd: string; server: string };
+  tools: { completion: string; bench: string; embedding: string; mtmd: string; server: string; rpcServer: string };
+  /**
+   * ggml's RPC backend module, `libggml-rpc.so`, where it is or would be (built only with
+   * {@linkcode BuildOptions.rpc}; see {@linkcode RpcBuild.backend}). It lives outside the engine
+   * directory, so `loupe_init` does not load it: load it by path (`ggml_backend_load`), or for
+   * llama.cpp's tools name it in `GGML_BACKEND_PATH`.
+   */
+  rpcBackend: string;
+}
+
+/**
+ * ggml's RPC backend and server, compiled from the pinned source against an engine's ggml
+ * libraries (the prebuilt ones, which are built without RPC, or the from-source ones) by
+ * {@linkcode ensureRpc}, in a cache directory of their own.
+ */
+export interface RpcBuild {
+  /** The engine variant they are built against. */
+  variant: EngineVariant;
+  /** The engine directory whose libggml and libggml-base they link. */
+  engineDir: string;
+  /**
+   * `libggml-rpc.so`: the RPC backend as a dynamically loaded module (`ggml_backend_init`; no
+   * `ggml_backend_score`, so it is always usable), as ggml's CMake builds it with `GGML_RPC=ON` and
+   * `GGML_BACKEND_DL=ON`. Load it with `ggml_backend_load(path)`; llama.cpp's tools load it from
+   * `GGML_BACKEND_PATH`. Its registry ("RPC") offers `ggml_backend_rpc_add_server` and
+   * `ggml_backend_rpc_start_server` through `ggml_backend_reg_get_proc_address`.
+   */
+  backend: string;
+  /**
+   * `ggml-rpc-server` (tools/rpc/rpc-server.cpp; called `rpc-server` in older releases):
+   * `-H/--host` (default 127.0.0.1), `-p/--port` (50052), `-d/--device`, `-t/--threads`,
+   * `-c/--cache`. It loads its backends from its own directory, which links to the engine's
+   * backend modules besides holding `libggml-rpc.so`, so it runs from any working directory.
+   */
+  server: string;
+  /** The directory of both. */
+  dir: string;
 }
 
 /** Options of {@linkcode ensureBuild}. */
@@ -43,6 +80,12 @@ export interface BuildOptions {
    * to libloupe's sources do not rebuild it.
    */
   server?: boolean;
+  /**
+   * Also build ggml's RPC backend module and `ggml-rpc-server` (default false; see
+   * {@linkcode ensureRpc}): three C++ files, about 15 s on two cores, in cache directories of their
+   * own, keyed apart from libloupe.
+   */
+  rpc?: boolean;
   /** Prints progress lines to stderr (default true). */
   verbose?: boolean;
   /** Receives each step (download, unpack, compile, link, done) instead of the stderr lines. */
@@ -617,13 +660,185 @@ async function ensureServer(
   });
 }
 
+// ---- ggml's RPC backend and server ----------------------------------------------------------
+
 /**
- * Makes sure the engine for the chosen variant is present and libloupe plus the reference
- * tools are built against it (llama-server only with {@linkcode BuildOptions.server}); builds
- * only what is missing. Returns where everything is.
+ * The sources of ggml's RPC backend module (relative to the source root), as
+ * ggml/src/ggml-rpc/CMakeLists.txt lists them for `ggml_add_backend_library(ggml-rpc …)`; checked
+ * against it when the module is built. RDMA (`GGML_RPC_RDMA`, with libibverbs) stays off: the
+ * module speaks TCP, which is what the RPC protocol falls back to anyway.
  */
-export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult> {
-  const verbose = opts.verbose ?? true;
+const RPC_SOURCES = ["ggml/src/ggml-rpc/ggml-rpc.cpp", "ggml/src/ggml-rpc/transport.cpp"];
+
+/** The source of `ggml-rpc-server` (tools/rpc/CMakeLists.txt's only executable). */
+const RPC_SERVER_SOURCE = "tools/rpc/rpc-server.cpp";
+
+/**
+ * Compiler flags of the RPC backend and server: those ggml's CMake gives them in a Release build
+ * with `BUILD_SHARED_LIBS=ON`, `GGML_BACKEND_DL=ON` and `GGML_RPC=ON` (read from its
+ * compile_commands.json). `ggml_add_backend_library` makes the module a MODULE library with
+ * `GGML_BACKEND_DL` (so `GGML_BACKEND_DL_IMPL` exports `ggml_backend_init`), `GGML_BACKEND_BUILD`
+ * and `GGML_BACKEND_SHARED` (so `GGML_BACKEND_API` exports its functions), and ggml-base's public
+ * definitions; the server gets libggml's public definitions.
+ */
+const RPC_FLAGS = {
+  module: [
+    "-O3",
+    "-DNDEBUG",
+    "-fPIC",
+    "-std=gnu++17",
+    "-DGGML_BACKEND_BUILD",
+    "-DGGML_BACKEND_DL",
+    "-DGGML_BACKEND_SHARED",
+    "-DGGML_SCHED_MAX_COPIES=4",
+    "-DGGML_SHARED",
+    "-D_GNU_SOURCE",
+    "-D_XOPEN_SOURCE=600",
+  ],
+  server: ["-O3", "-DNDEBUG", "-std=gnu++17", "-DGGML_BACKEND_DL", "-DGGML_SHARED"],
+};
+
+/** Where the RPC backend and server go; see {@linkcode rpcPlan}. */
+interface RpcPlan {
+  /** Objects: they depend on the source and flags, not on the engine, so every variant shares them. */
+  objDir: string;
+  /** The module's and the executable's directory: keyed also by the variant and the engine it links. */
+  outDir: string;
+  /** What the output directory's key was made of (written into its marker). */
+  fingerprint: string;
+}
+
+/**
+ * The cache directories of the RPC backend and server, keyed only by what they depend on: the
+ * objects by the llama.cpp commit, the flags and the sources; the module and executable also by
+ * the variant, the engine directory and its libggml and libggml-base. Not by libloupe's sources,
+ * and libloupe's own key does not change with them.
+ */
+async function rpcPlan(variant: EngineVariant, engineDir: string, ggmlLibs: string[]): Promise<RpcPlan> {
+  const objPrint = [LLAMA_CPP_COMMIT, JSON.stringify(RPC_FLAGS), ...RPC_SOURCES, RPC_SERVER_SOURCE].join("\n");
+  const objKey = (await hashText(objPrint)).slice(0, 12);
+  const fingerprint = [objPrint, variant, engineDir, ggmlLibs.join(" ")].join("\n");
+  const key = (await hashText(fingerprint)).slice(0, 16);
+  return {
+    objDir: join(cacheDir(), "rpc", `objects-${LLAMA_CPP_COMMIT.slice(0, 12)}-${objKey}`),
+    outDir: join(cacheDir(), "rpc", `${variant}-${key}`),
+    fingerprint,
+  };
+}
+
+/** The `.cpp` files of the `ggml-rpc` backend in ggml/src/ggml-rpc/CMakeLists.txt (for checking RPC_SOURCES). */
+async function rpcCmakeSources(sourceDir: string): Promise<string[]> {
+  const cmake = await Deno.readTextFile(join(sourceDir, "ggml", "src", "ggml-rpc", "CMakeLists.txt"));
+  const block = cmake.match(/ggml_add_backend_library\(ggml-rpc\s+([^)]*)\)/);
+  if (!block) throw new Error("Cannot find the ggml-rpc sources in ggml/src/ggml-rpc/CMakeLists.txt");
+  return block[1].split(/\s+/).filter((f) => f.endsWith(".cpp")).map((f) => `ggml/src/ggml-rpc/${f}`);
+}
+
+/**
+ * The engine's backend modules (`libggml-<name>[-<variant>].so`, as `loupe_init` picks them): the
+ * RPC server links to them from its own directory, where ggml_backend_load_all looks for them.
+ */
+async function engineBackendModules(engineDir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(engineDir)) {
+    const m = e.name.match(/^libggml-([a-z0-9]+)(-[a-z0-9_]+)*\.so$/);
+    if (m && m[1] !== "base" && m[1] !== "rpc") names.push(e.name);
+  }
+  return names.sort();
+}
+
+/**
+ * Builds the RPC backend module and server as {@linkcode rpcPlan} places them, unless they are
+ * built: the three objects (those already compiled are kept), then `libggml-rpc.so` linked against
+ * the engine's libggml-base, `ggml-rpc-server` against its libggml and libggml-base, and links to
+ * the engine's backend modules beside them.
+ */
+async function ensureRpcBuild(
+  plan: RpcPlan,
+  b: {
+    sourceDir: string;
+    engineDir: string;
+    ggmlLibs: string[];
+    verbose: boolean;
+    onProgress: BuildOptions["onProgress"];
+  },
+): Promise<void> {
+  const marker = join(plan.outDir, ".loupe-ok");
+  if (await exists(marker)) return;
+  await withLock(plan.outDir + ".lock", async () => {
+    if (await exists(marker)) return;
+    const listed = await rpcCmakeSources(b.sourceDir);
+    if (listed.join(" ") !== RPC_SOURCES.join(" ")) {
+      throw new Error(`ggml/src/ggml-rpc/CMakeLists.txt compiles ${listed.join(", ")}; loupe builds ${RPC_SOURCES}`);
+    }
+    if (!await exists(join(b.sourceDir, RPC_SERVER_SOURCE))) {
+      throw new Error(`The source tree ${b.sourceDir} has no ${RPC_SERVER_SOURCE}`);
+    }
+    await Deno.mkdir(plan.objDir, { recursive: true });
+    await Deno.mkdir(plan.outDir, { recursive: true });
+    const includes = ["ggml/src", "ggml/include"].map((d) => `-I${join(b.sourceDir, d)}`);
+    const units = [...RPC_SOURCES, RPC_SERVER_SOURCE];
+    const objects = units.map((f) => join(plan.objDir, f.split("/").pop()!.replace(/\.cpp$/, ".o")));
+    const jobs: Array<() => Promise<unknown>> = [];
+    let done = 0;
+    let total = 0;
+    for (const [i, src] of units.entries()) {
+      if (await exists(objects[i])) continue;
+      total++;
+      jobs.push(async () => {
+        const tmp = `${objects[i]}.${Deno.pid}.tmp`;
+        const flags = src === RPC_SERVER_SOURCE ? RPC_FLAGS.server : RPC_FLAGS.module;
+        await run("g++", [...flags, ...includes, "-c", join(b.sourceDir, src), "-o", tmp]);
+        await Deno.rename(tmp, objects[i]);
+        report(b.verbose, b.onProgress, {
+          phase: "compile",
+          message: `compiling (${++done}/${total}) ${src} (RPC)`,
+          fraction: done / total,
+        });
+      });
+    }
+    if (jobs.length) {
+      report(b.verbose, b.onProgress, {
+        phase: "compile",
+        message: `building ggml's RPC backend and server (${jobs.length} files to compile)`,
+        fraction: 0,
+      });
+    }
+    await runAll(jobs, navigator.hardwareConcurrency || 2);
+    report(b.verbose, b.onProgress, { phase: "link", message: "linking the RPC backend and server", fraction: null });
+    const [ggml, ggmlBase] = b.ggmlLibs;
+    const rpath = `-Wl,-rpath,${b.engineDir}`;
+    const module = join(plan.outDir, "libggml-rpc.so");
+    const exe = join(plan.outDir, "ggml-rpc-server");
+    const moduleObjects = objects.slice(0, RPC_SOURCES.length);
+    await run("g++", [
+      "-shared",
+      "-fPIC",
+      "-Wl,--no-undefined",
+      "-o",
+      `${module}.tmp`,
+      ...moduleObjects,
+      ggmlBase,
+      rpath,
+    ]);
+    await Deno.rename(`${module}.tmp`, module);
+    await run("g++", ["-o", `${exe}.tmp`, objects[RPC_SOURCES.length], ggml, ggmlBase, rpath]);
+    await Deno.rename(`${exe}.tmp`, exe);
+    for (const name of await engineBackendModules(b.engineDir)) {
+      const link = join(plan.outDir, name);
+      await Deno.remove(link).catch(() => {});
+      await Deno.symlink(join(b.engineDir, name), link);
+    }
+    await Deno.writeTextFile(marker, plan.fingerprint);
+    report(b.verbose, b.onProgress, { phase: "done", message: `built ${module} and ${exe}`, fraction: 1 });
+  });
+}
+
+/** The chosen variant's engine, present (downloaded or built from source), and the pinned source. */
+async function prepareEngine(
+  opts: BuildOptions,
+  verbose: boolean,
+): Promise<{ variant: EngineVariant; sourceDir: string; engineDir: string }> {
   const variant = opts.variant ?? await detectVariant();
   const sourceDir = await ensureSource(verbose, opts.onProgress);
   let engineDir: string;
@@ -640,6 +855,57 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
     const pkgDir = await fetchPackage(PREBUILT_PACKAGES[variant], verbose, opts.onProgress);
     engineDir = await findEngineDir(pkgDir, variant === "cuda12");
   }
+  return { variant, sourceDir, engineDir };
+}
+
+/**
+ * Makes sure ggml's RPC backend module and `ggml-rpc-server` are built for the chosen variant's
+ * engine (and the engine is present), without building libloupe: what a machine that only serves
+ * its devices over RPC needs. Neither prebuilt engine package carries the RPC backend, so it is
+ * compiled from the pinned source against the package's own libggml-base (the same ggml release,
+ * `GGML_BACKEND_API_VERSION` 2, which ggml's loader checks); the from-source engine gets the same
+ * module, compiled the way its CMake would with `GGML_RPC=ON`, but kept out of its engine
+ * directory, so that `loupe_init` loads it only when asked to. Builds only what is missing.
+ */
+export async function ensureRpc(opts: Omit<BuildOptions, "rpc" | "server"> = {}): Promise<RpcBuild> {
+  const verbose = opts.verbose ?? true;
+  const { variant, sourceDir, engineDir } = await prepareEngine(opts, verbose);
+  return await rpcFor(variant, sourceDir, engineDir, await engineLibraries(engineDir), opts, true);
+}
+
+/** The RPC build for an engine: where it is, built when `build` is true. */
+async function rpcFor(
+  variant: EngineVariant,
+  sourceDir: string,
+  engineDir: string,
+  libs: string[],
+  opts: BuildOptions,
+  build: boolean,
+): Promise<RpcBuild> {
+  const ggmlLibs = libs.slice(2); // libggml, libggml-base (see engineLibraries)
+  const plan = await rpcPlan(variant, engineDir, ggmlLibs);
+  if (build) {
+    const verbose = opts.verbose ?? true;
+    await ensureRpcBuild(plan, { sourceDir, engineDir, ggmlLibs, verbose, onProgress: opts.onProgress });
+  }
+  return {
+    variant,
+    engineDir,
+    backend: join(plan.outDir, "libggml-rpc.so"),
+    server: join(plan.outDir, "ggml-rpc-server"),
+    dir: plan.outDir,
+  };
+}
+
+/**
+ * Makes sure the engine for the chosen variant is present and libloupe plus the reference
+ * tools are built against it (llama-server only with {@linkcode BuildOptions.server}, the RPC
+ * backend and server only with {@linkcode BuildOptions.rpc}); builds only what is missing.
+ * Returns where everything is.
+ */
+export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult> {
+  const verbose = opts.verbose ?? true;
+  const { variant, sourceDir, engineDir } = await prepareEngine(opts, verbose);
   const libs = await engineLibraries(engineDir);
   const ownSources: string[] = [];
   for await (const e of Deno.readDir(NATIVE_DIR)) {
@@ -660,6 +926,7 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
   const key = (await hashText(fingerprint)).slice(0, 16);
   const outDir = join(cacheDir(), "build", `${variant}-${key}`);
   const server = await serverPlan(variant, engineDir, cflags, includes, libs);
+  const rpc = await rpcFor(variant, sourceDir, engineDir, libs, opts, false);
   const result: BuildResult = {
     variant,
     engineDir,
@@ -671,14 +938,20 @@ export async function ensureBuild(opts: BuildOptions = {}): Promise<BuildResult>
       embedding: join(outDir, "llama-embedding"),
       mtmd: join(outDir, "llama-mtmd-cli"),
       server: server.exe,
+      rpcServer: rpc.server,
     },
+    rpcBackend: rpc.backend,
   };
   const link = ["-L" + engineDir, ...libs, `-Wl,-rpath,${engineDir}`, "-lpthread", "-ldl"];
-  /** Builds llama-server when asked for, after libloupe (whose mtmd objects it links). */
+  /**
+   * Builds llama-server when asked for, after libloupe (whose mtmd objects it links), and the RPC
+   * backend and server when asked for.
+   */
   const withServer = async () => {
     if (opts.server) {
       await ensureServer(server, { sourceDir, cflags, includes, link, verbose, onProgress: opts.onProgress });
     }
+    if (opts.rpc) await rpcFor(variant, sourceDir, engineDir, libs, opts, true);
     return result;
   };
   const marker = join(outDir, ".loupe-ok");
