@@ -27,6 +27,29 @@ export const MAX_TOP_LOGPROBS = 20;
 /** The most inputs of one embeddings request (as OpenAI's API). */
 export const MAX_EMBEDDING_INPUTS = 2048;
 
+/**
+ * How deep a request's `grammar` may nest groups, and how long it may be: the engine parses a
+ * grammar and follows its rules recursively, on the thread that starts the request, so a deeper
+ * or longer one (about 20,000 nested groups, or 100,000 chained rules) overflows its stack and
+ * ends the process.
+ */
+export const MAX_GRAMMAR_DEPTH = 128;
+/** The longest `grammar`, in characters (see {@linkcode MAX_GRAMMAR_DEPTH}). */
+export const MAX_GRAMMAR_LENGTH = 64 * 1024;
+/**
+ * The most `$ref`s in one JSON schema of a request (`response_format`, `json_schema`, a tool's
+ * `parameters`): the engine turns a schema into a grammar recursively through its references, and
+ * a chain of some 20,000 overflows its stack and ends the process.
+ */
+export const MAX_SCHEMA_REFS = 1024;
+/**
+ * The most optional properties (those a schema's `required` leaves out) in a request's JSON
+ * schemas together: the engine's conversion of a schema into a grammar takes time that grows with
+ * about their cube (1,000 in one object take 2.5 s, 3,000 take 45 s on a 2-core machine), while
+ * it holds the thread that answers every request.
+ */
+export const MAX_SCHEMA_OPTIONAL = 512;
+
 /** Options of {@linkcode ApiError}: the OpenAI error object's fields. */
 export interface ApiErrorOptions {
   /** The error's `type` (default by status: "invalid_request_error", "authentication_error", …). */
@@ -338,8 +361,89 @@ function samplingFields(body: Record<string, unknown>, what: string): GenerateOp
   const repeatLastN = field<number>(body, "repeat_last_n", atLeast(-1, true), what);
   if (repeatLastN !== undefined) o.repeatLastN = repeatLastN;
   const grammar = field<string>(body, "grammar", "string", what);
-  if (grammar !== undefined && grammar !== "") o.grammar = grammar;
+  if (grammar !== undefined && grammar !== "") o.grammar = checkedGrammar(grammar, what);
   return o;
+}
+
+/**
+ * How deep a GBNF grammar nests parenthesized groups (strings, character classes and comments
+ * skipped): a linear scan made before the engine parses it recursively.
+ */
+export function grammarDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"' || c === "[") {
+      const close = c === '"' ? '"' : "]";
+      for (i++; i < text.length && text[i] !== close; i++) if (text[i] === "\\") i++;
+    } else if (c === "#") {
+      while (i < text.length && text[i] !== "\n") i++;
+    } else if (c === "(") {
+      max = Math.max(max, ++depth);
+    } else if (c === ")") {
+      depth--;
+    }
+  }
+  return max;
+}
+
+/** A request's grammar, refused (400) when longer or deeper than the engine can take without overflowing its stack. */
+function checkedGrammar(grammar: string, what: string): string {
+  if (grammar.length > MAX_GRAMMAR_LENGTH) {
+    throw invalid(what, `grammar may hold at most ${MAX_GRAMMAR_LENGTH} characters, not ${grammar.length}`, "grammar");
+  }
+  const depth = grammarDepth(grammar);
+  if (depth > MAX_GRAMMAR_DEPTH) {
+    throw invalid(
+      what,
+      `grammar nests groups ${depth} levels deep; at most ${MAX_GRAMMAR_DEPTH} are allowed`,
+      "grammar",
+    );
+  }
+  return grammar;
+}
+
+/**
+ * The `$ref`s and the optional properties (keys of `properties` that `required` does not name) in a
+ * JSON schema (a request's JSON is at most MAX_JSON_DEPTH deep, so the recursion is bounded).
+ */
+function schemaCost(value: unknown): { refs: number; optional: number } {
+  const cost = { refs: 0, optional: 0 };
+  const visit = (v: unknown) => {
+    if (Array.isArray(v)) {
+      v.forEach(visit);
+      return;
+    }
+    if (!isObject(v)) return;
+    if (typeof v.$ref === "string") cost.refs++;
+    if (isObject(v.properties)) {
+      const required = new Set(Array.isArray(v.required) ? v.required : []);
+      cost.optional += Object.keys(v.properties).filter((k) => !required.has(k)).length;
+    }
+    Object.values(v).forEach(visit);
+  };
+  visit(value);
+  return cost;
+}
+
+/**
+ * A request's JSON schema, refused (400) when it holds more references than the engine can follow
+ * without overflowing its stack, or more optional properties than it converts in reasonable time.
+ */
+function checkedSchema(schema: Record<string, unknown>, param: string, what: string): Record<string, unknown> {
+  const { refs, optional } = schemaCost(schema);
+  if (refs > MAX_SCHEMA_REFS) {
+    throw invalid(what, `${param} holds ${refs} $refs; at most ${MAX_SCHEMA_REFS} are allowed`, param);
+  }
+  if (optional > MAX_SCHEMA_OPTIONAL) {
+    throw invalid(
+      what,
+      `${param} holds ${optional} optional properties; at most ${MAX_SCHEMA_OPTIONAL} are allowed`,
+      param,
+    );
+  }
+  return schema;
 }
 
 /** `stream`, `stream_options` and the logprob fields. */
@@ -416,9 +520,19 @@ function toolFields(body: Record<string, unknown>, what: string): Partial<ChatOp
       }
       const def: ToolDefinition = { name: f.name };
       if (f.description !== undefined) def.description = f.description as string;
-      if (f.parameters !== undefined) def.parameters = f.parameters as Record<string, unknown>;
+      if (f.parameters !== undefined) {
+        def.parameters = checkedSchema(f.parameters, `${param}.function.parameters`, what);
+      }
       return def;
     });
+    const optional = defs.reduce((n, d) => n + schemaCost(d.parameters).optional, 0);
+    if (optional > MAX_SCHEMA_OPTIONAL) {
+      throw invalid(
+        what,
+        `the tools' parameters hold ${optional} optional properties in all; at most ${MAX_SCHEMA_OPTIONAL} are allowed`,
+        "tools",
+      );
+    }
     if (defs.length) out.tools = defs;
   }
   const choice = body.tool_choice;
@@ -453,6 +567,7 @@ function toolFields(body: Record<string, unknown>, what: string): Partial<ChatOp
 function formatFields(body: Record<string, unknown>, what: string): Partial<GenerateOptions> {
   const format = body.response_format;
   const extra = field<Record<string, unknown>>(body, "json_schema", "object", what);
+  if (extra) checkedSchema(extra, "json_schema", what);
   if (format === undefined || format === null) return extra ? { jsonSchema: extra } : {};
   if (!isObject(format)) {
     throw invalid(what, `response_format must be an object, not ${shown(format)}`, "response_format");
@@ -465,6 +580,7 @@ function formatFields(body: Record<string, unknown>, what: string): Partial<Gene
       if (schema !== undefined && !isObject(schema)) {
         throw invalid(what, "response_format.schema must be a JSON Schema object", "response_format.schema");
       }
+      if (schema !== undefined) checkedSchema(schema, "response_format.schema", what);
       return { jsonSchema: (schema as Record<string, unknown>) ?? { type: "object" } };
     }
     case "json_schema": {
@@ -476,7 +592,7 @@ function formatFields(body: Record<string, unknown>, what: string): Partial<Gene
           "response_format.json_schema.schema",
         );
       }
-      return { jsonSchema: spec.schema };
+      return { jsonSchema: checkedSchema(spec.schema, "response_format.json_schema.schema", what) };
     }
     default:
       throw invalid(

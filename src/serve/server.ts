@@ -785,7 +785,10 @@ export class Server implements AsyncDisposable {
     if (tokens.length === 0) throw new ApiError(400, "Cannot generate: the prompt is empty", { param: "prompt" });
     const requested = r.options.maxTokens;
     const cap = capMaxTokens(requested, tokens.length, this.#batcher.slotContext);
-    const params: SamplingParams = { ...sampling, maxTokens: cap.maxTokens };
+    // a repeat window past the slot sees nothing more, and the engine allocates all of it (2^31
+    // tokens: 8 GiB, on the thread that answers every request)
+    const repeatLastN = Math.min(sampling.repeatLastN, this.#batcher.slotContext);
+    const params: SamplingParams = { ...sampling, maxTokens: cap.maxTokens, repeatLastN };
     return async (onPiece) => {
       const result: BatchResult = await this.#batcher.submit({
         tokens,
@@ -831,6 +834,7 @@ export class Server implements AsyncDisposable {
     const requested = r.options.maxTokens;
     const maxTokens = Math.min(requested ?? nCtx, nCtx);
     const options = { ...r.options, maxTokens, signal: ctx.signal };
+    if (options.repeatLastN !== undefined) options.repeatLastN = Math.min(options.repeatLastN, nCtx); // as #batchSource
     return (onPiece) =>
       this.#imageLane.run(async () => {
         if (ctx.signal.aborted) throw abortError(ctx.reason() ?? "client");
