@@ -17,6 +17,7 @@ import { addNativeStage, checkPlacement, type NativeStage, Timeline } from "../t
 import { checkOptions, type FieldRule } from "../util/check.ts";
 import { LoupeError } from "../util/errors.ts";
 import { wrap } from "../util/native_error.ts";
+import { type LogprobEntry, type Timings, timingsOf } from "./openai.ts";
 
 /** Options of {@linkcode Batcher.open}. */
 export interface BatcherOptions {
@@ -30,19 +31,8 @@ export interface BatcherOptions {
   requireDevice?: string;
 }
 
-/** A generated token's log-probability and the most likely alternatives at its place. */
-export interface TokenLogprob {
-  /** Token id. */
-  token: number;
-  /** Its text (bytes that are not whole UTF-8 become U+FFFD). */
-  text: string;
-  /** Its UTF-8 bytes. */
-  bytes: number[];
-  /** Natural log of its probability under the raw logits. */
-  logprob: number;
-  /** The most likely tokens there, most likely first. */
-  top: Array<{ token: number; text: string; bytes: number[]; logprob: number }>;
-}
+/** A generated token's log-probability and the most likely alternatives at its place (see openai.ts). */
+export type TokenLogprob = LogprobEntry;
 
 /** New output of one request. */
 export interface BatchPiece {
@@ -52,28 +42,6 @@ export interface BatchPiece {
   tokens: number[];
   /** Their log-probabilities, when asked for. */
   logprobs: TokenLogprob[];
-}
-
-/** A request's times in llama-server's `timings` shape. */
-export interface BatchTimings {
-  /** Prompt tokens found in the slot's cache. */
-  cache_n: number;
-  /** Prompt tokens evaluated. */
-  prompt_n: number;
-  /** Milliseconds from the start in a slot to the first token. */
-  prompt_ms: number;
-  /** prompt_ms / prompt_n. */
-  prompt_per_token_ms: number;
-  /** prompt_n per second. */
-  prompt_per_second: number;
-  /** Tokens generated. */
-  predicted_n: number;
-  /** Milliseconds from the first token to the end. */
-  predicted_ms: number;
-  /** predicted_ms / predicted_n. */
-  predicted_per_token_ms: number;
-  /** predicted_n per second. */
-  predicted_per_second: number;
 }
 
 /** One request to {@linkcode Batcher.submit}. */
@@ -117,7 +85,7 @@ export interface BatchResult {
   /** Prompt tokens found in the slot's cache (not evaluated again). */
   cachedTokens: number;
   /** llama-server's timings. */
-  timings: BatchTimings;
+  timings: Timings;
   /** Measured stages: "queue", "prompt", "generation", "sampling", with the devices of every batch. */
   timeline: Timeline;
   /** How it shared the batches. */
@@ -443,7 +411,7 @@ export class Batcher implements AsyncDisposable {
       logprobs: [],
       promptTokens: job.tokens.length,
       cachedTokens: 0,
-      timings: timingsOf(0, job.tokens.length, -1, 0, 0),
+      timings: requestTimings(0, job.tokens.length, -1, 0, 0),
       timeline,
       batching: { slot: -1, steps: 0, sharedSteps: 0, maxSlots: 0 },
     };
@@ -571,29 +539,16 @@ export class Batcher implements AsyncDisposable {
       logprobs: job.logprobs,
       promptTokens: o.nPrompt,
       cachedTokens: o.nCached,
-      timings: timingsOf(o.nCached, o.nPrompt, o.firstTokenUs, o.wallUs, o.nGenerated),
+      timings: requestTimings(o.nCached, o.nPrompt, o.firstTokenUs, o.wallUs, o.nGenerated),
       timeline,
       batching: { slot: o.slot, steps: o.steps, sharedSteps: o.sharedSteps, maxSlots: o.maxSlots },
     };
   }
 }
 
-/** llama-server's timings from a request's counts and times (microseconds since it started). */
-function timingsOf(cached: number, prompt: number, firstUs: number, wallUs: number, generated: number): BatchTimings {
-  const promptN = Math.max(prompt - cached, 0);
+/** llama-server's timings from a request's counts and times (microseconds since it started; firstUs -1: no token). */
+function requestTimings(cached: number, prompt: number, firstUs: number, wallUs: number, generated: number): Timings {
   const promptMs = firstUs >= 0 ? firstUs / 1000 : wallUs / 1000;
   const predictedMs = firstUs >= 0 ? (wallUs - firstUs) / 1000 : 0;
-  const per = (n: number, ms: number) => n > 0 && ms > 0 ? ms / n : 0;
-  const rate = (n: number, ms: number) => n > 0 && ms > 0 ? n / (ms / 1000) : 0;
-  return {
-    cache_n: cached,
-    prompt_n: promptN,
-    prompt_ms: promptMs,
-    prompt_per_token_ms: per(promptN, promptMs),
-    prompt_per_second: rate(promptN, promptMs),
-    predicted_n: generated,
-    predicted_ms: predictedMs,
-    predicted_per_token_ms: per(generated, predictedMs),
-    predicted_per_second: rate(generated, predictedMs),
-  };
+  return timingsOf(cached, Math.max(prompt - cached, 0), promptMs, generated, predictedMs);
 }

@@ -900,11 +900,11 @@ export function capMaxTokens(
 // ---------------------------------------------------------------------------------------------
 // Responses
 
-/** One generated token's log-probability and its top alternatives (the batcher's TokenLogprob). */
+/** One generated token's log-probability under the raw logits, and the most likely tokens at its place. */
 export interface LogprobEntry {
   /** The token's id. */
   token: number;
-  /** Its text. */
+  /** Its text (bytes that are not whole UTF-8 become U+FFFD). */
   text: string;
   /** Its bytes (a token may hold part of a UTF-8 character). */
   bytes: number[];
