@@ -186,6 +186,9 @@ const OPTION_RULES: Record<string, FieldRule> = {
 /** Steps run at most this long before returning to JavaScript (new requests also end a step). */
 const STEP_BUDGET_MS = 50;
 
+/** How long an idle batcher waits for more requests before its first step. */
+const GATHER_MS = 2;
+
 const decoder = new TextDecoder();
 
 function logprobOf(n: NativeLogprob): TokenLogprob {
@@ -345,7 +348,9 @@ export class Batcher implements AsyncDisposable {
       if (this.#stepping) this.#native.interrupt();
       if (!this.#looping) {
         this.#looping = true;
-        this.#running = this.#run();
+        // from idle, the first step waits a moment for requests arriving together (clients whose
+        // replies ended in the same step send their next ones at once): their prompts then share it
+        this.#running = new Promise((r) => setTimeout(r, GATHER_MS)).then(() => this.#run());
       }
     });
   }

@@ -186,7 +186,14 @@ Deno.test("closing ends running and queued requests; the model goes on", async (
 Deno.test("a model closes its batcher first", async () => {
   const own = await loadModel(tiny, { threads: THREADS });
   const batcher = await Batcher.open(own, { parallel: 2, contextSize: 128 });
-  const running = batcher.submit({ tokens: own.tokenize("Hi"), params: greedy(300, { ignoreEos: true }) });
+  let started: () => void;
+  const generating = new Promise<void>((r) => started = r);
+  const running = batcher.submit({
+    tokens: own.tokenize("Hi"),
+    params: greedy(300, { ignoreEos: true }),
+    onPiece: () => started(),
+  });
+  await generating; // in a slot, generating
   await own.close();
   assertEquals((await running).stopReason, "aborted");
   assertEquals(
