@@ -6,25 +6,7 @@
  * @module
  */
 
-/** What the batcher reports (src/serve/batcher.ts: `BatcherStats`). */
-export interface BatchStats {
-  /** Slots (sequences decoded together). */
-  parallel: number;
-  /** Slots holding a request now. */
-  slotsBusy: number;
-  /** Requests waiting for a slot. */
-  queued: number;
-  /** Requests the batcher finished. */
-  requests: number;
-  /** Prompt tokens it evaluated. */
-  promptTokens: number;
-  /** Tokens it generated. */
-  generatedTokens: number;
-  /** Decode steps it ran. */
-  steps: number;
-  /** Tokens (prompt and generated) per device that ran them. */
-  tokensByDevice: Record<string, number>;
-}
+import type { BatcherStats } from "./batcher.ts";
 
 /** A server's numbers at one moment: what `/metrics` shows and `Server.stats()` returns. */
 export interface ServerStats {
@@ -85,7 +67,7 @@ export class Counters {
   }
 
   /** The counters and the batcher's stats together. */
-  snapshot(batch: BatchStats | null, imageQueue: number, embedQueue: number): ServerStats {
+  snapshot(batch: BatcherStats | null, imageQueue: number, embedQueue: number): ServerStats {
     const byDevice: Record<string, number> = { ...batch?.tokensByDevice };
     for (const [d, n] of this.tokensByDevice) byDevice[d] = (byDevice[d] ?? 0) + n;
     return {
