@@ -11,6 +11,7 @@ import { cstr, lastError, type NativeApi, NativeError, readCString, readJson } f
 export class NativeBatch {
   #api: NativeApi;
   #ptr: Deno.PointerObject | null;
+  #stepping = false;
 
   private constructor(api: NativeApi, ptr: Deno.PointerObject) {
     this.#api = api;
@@ -32,6 +33,12 @@ export class NativeBatch {
     return this.#ptr;
   }
 
+  /** The handle, for a call that must not overlap a running step (the engine's context is not reentrant). */
+  #idle(what: string): Deno.PointerObject {
+    if (this.#stepping) throw new NativeError(Status.STATE, `cannot ${what} while a step runs`);
+    return this.#handle();
+  }
+
   #check(rc: number): number {
     if (rc < 0) {
       throw new NativeError(rc, readCString(this.#api.loupe_batch_error(this.#handle())) || lastError(this.#api));
@@ -47,7 +54,7 @@ export class NativeBatch {
   /** Starts a request in a free slot; returns the slot. */
   start(params: object, tokens: Int32Array): number {
     return this.#check(
-      this.#api.loupe_batch_start(this.#handle(), cstr(JSON.stringify(params)), tokens, tokens.length),
+      this.#api.loupe_batch_start(this.#idle("start a request"), cstr(JSON.stringify(params)), tokens, tokens.length),
     );
   }
 
@@ -63,12 +70,18 @@ export class NativeBatch {
 
   /** Runs steps on a worker thread (see loupe_batch_step); returns the slots with a request. */
   async step(budgetMs: number, maxSteps: number): Promise<number> {
-    return this.#check(await this.#api.loupe_batch_step(this.#handle(), budgetMs, maxSteps));
+    const ptr = this.#idle("step");
+    this.#stepping = true;
+    try {
+      return this.#check(await this.#api.loupe_batch_step(ptr, budgetMs, maxSteps));
+    } finally {
+      this.#stepping = false;
+    }
   }
 
   /** What happened since the last call (see loupe_batch_output). */
   output<T>(): T {
-    return readJson<T>(this.#api, this.#api.loupe_batch_output(this.#handle()));
+    return readJson<T>(this.#api, this.#api.loupe_batch_output(this.#idle("read the output")));
   }
 
   /** Whether free() has run. */
@@ -76,8 +89,9 @@ export class NativeBatch {
     return this.#ptr === null;
   }
 
-  /** Frees the handle; later calls throw. Idempotent. Never while a step runs. */
+  /** Frees the handle; later calls throw. Idempotent. Throws while a step runs. */
   free(): void {
+    if (this.#stepping) throw new NativeError(Status.STATE, "cannot free the batch while a step runs");
     if (this.#ptr !== null) {
       this.#api.loupe_batch_free(this.#ptr);
       this.#ptr = null;

@@ -444,16 +444,18 @@ export class Batcher implements AsyncDisposable {
   /** The step loop: runs while some slot has a request. */
   async #run(): Promise<void> {
     try {
-      await this.#loop();
+      await this.#loop(); // it clears #looping itself, in the same task as its last step's results
     } catch (e) {
       // a failure of loupe's own: every request ends with it, the batcher stays usable
       for (const job of [...this.#queue.splice(0), ...this.#slots]) {
         if (job) job.reject(wrap(e, "Cannot generate"));
       }
       this.#slots.fill(null);
-    } finally {
       this.#looping = false;
     }
+    // Not in a `finally`: that runs a microtask after #loop returned, when a reply's handler may
+    // already have started the next loop; clearing the flag then let a third request start a
+    // second loop beside it, and two decodes ran on one context.
   }
 
   async #loop(): Promise<void> {

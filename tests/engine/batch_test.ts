@@ -202,6 +202,32 @@ Deno.test("a model closes its batcher first", async () => {
   );
 });
 
+Deno.test("requests sent the moment others end run in one step loop, never two at once", async () => {
+  // A client that sends its next request from the previous one's reply (a microtask after the
+  // step loop went idle) once made the batcher start a second step loop beside a first, and two
+  // decodes ran on one context at once: the engine aborted the process.
+  await using batcher = await Batcher.open(model, { parallel: 4, contextSize: 256 });
+  const prompts = ["Once upon a time", "Hello world", "In the beginning", "The quick brown fox jumps over"];
+  const refs = await Promise.all(prompts.map((p) => referenceCompletion(tiny, p, 8)));
+  const ask = (i: number) => batcher.submit({ tokens: model.tokenize(prompts[i % 4]), params: greedy(8) });
+  const answers: Promise<BatchResult>[] = [];
+  for (let n = 0; n < 12; n += 3) {
+    // alone in the batcher, so its end leaves the step loop idle
+    const trigger = ask(n);
+    answers.push(trigger);
+    const next = await trigger.then(() => {
+      // one straight from the reply, one a moment later: the second found the loop's flag cleared
+      const first = ask(n + 1);
+      const second = new Promise<BatchResult>((r) => setTimeout(() => r(ask(n + 2)), 0));
+      return [first, second];
+    });
+    answers.push(...next);
+    await Promise.all(next);
+  }
+  const results = await Promise.all(answers);
+  results.forEach((r, i) => assertEquals(r.text, refs[i % 4], `answer ${i}`));
+});
+
 Deno.test({
   name: "batch tests close the model",
   fn: async () => await model.close(),
