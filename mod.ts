@@ -28,7 +28,13 @@ export {
   type EngineInfo,
   engineInfo,
 } from "./src/engine/engine.ts";
-export { LoupeError, type LoupeErrorCode, type LoupeErrorOptions, PlacementError } from "./src/util/errors.ts";
+export {
+  type EngineCrashInfo,
+  LoupeError,
+  type LoupeErrorCode,
+  type LoupeErrorOptions,
+  PlacementError,
+} from "./src/util/errors.ts";
 export { Resource } from "./src/util/resource.ts";
 export type { LoadModelOptions } from "./src/engine/load_options.ts";
 export {

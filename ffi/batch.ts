@@ -41,7 +41,10 @@ export class NativeBatch {
 
   #check(rc: number): number {
     if (rc < 0) {
-      throw new NativeError(rc, readCString(this.#api.loupe_batch_error(this.#handle())) || lastError(this.#api));
+      throw new NativeError(
+        rc,
+        readCString(this.#api, this.#api.loupe_batch_error(this.#handle())) || lastError(this.#api),
+      );
     }
     return rc;
   }

@@ -33,7 +33,10 @@ export class NativeEmbedder {
 
   #check(rc: number): number {
     if (rc < 0) {
-      throw new NativeError(rc, readCString(this.#api.loupe_embedder_error(this.#handle())) || lastError(this.#api));
+      throw new NativeError(
+        rc,
+        readCString(this.#api, this.#api.loupe_embedder_error(this.#handle())) || lastError(this.#api),
+      );
     }
     return rc;
   }

@@ -15,6 +15,7 @@ import {
   takeJson,
   takeString,
 } from "./util.ts";
+import type { EngineCrash, IsolatedEngine } from "./isolated.ts";
 
 /** Status codes of loupe.h. */
 export const Status = {
@@ -40,9 +41,15 @@ export class NativeModel {
   /** Contexts made by createContext (and batches, see adopt): freed before the model, whoever forgot them. */
   #contexts = new Set<{ free(): void; readonly freed: boolean }>();
 
-  /** Creates the handle from load parameters (sent as JSON). */
-  constructor(api: NativeApi, params: Record<string, unknown>) {
+  #engine: IsolatedEngine | null;
+
+  /**
+   * Creates the handle from load parameters (sent as JSON). With `engine`, `api` is that isolated
+   * engine's and the model owns it: free() ends its worker process.
+   */
+  constructor(api: NativeApi, params: Record<string, unknown>, engine: IsolatedEngine | null = null) {
     this.#api = api;
+    this.#engine = engine;
     const ptr = api.loupe_model_create(cstr(JSON.stringify(params)));
     if (ptr === null) throw new NativeError(Status.INVALID, lastError(api));
     this.#ptr = ptr;
@@ -53,6 +60,31 @@ export class NativeModel {
     return this.#ptr;
   }
 
+  /** The library this model lives in (an isolated engine's, or the process's), for the handles made on it. */
+  get api(): NativeApi {
+    return this.#api;
+  }
+
+  /** Whether the model is isolated: it lives in a worker process of its own. */
+  get isolated(): boolean {
+    return this.#engine !== null;
+  }
+
+  /** The isolated engine's crash, once its worker process died (null in-process, or alive). */
+  get crash(): EngineCrash | null {
+    return this.#engine?.crash ?? null;
+  }
+
+  /** The isolated engine's worker process id (null in-process). */
+  get pid(): number | null {
+    return this.#engine?.pid ?? null;
+  }
+
+  /** Settles once the memory is released: at once in-process, when the worker has exited otherwise. */
+  released(): Promise<void> {
+    return this.#engine && this.#ptr === null ? this.#engine.exited : Promise.resolve();
+  }
+
   /** The raw handle, for other ffi/ wrappers that take a `loupe_model *` (throws once freed). */
   pointer(): Deno.PointerObject {
     return this.#handle();
@@ -60,7 +92,10 @@ export class NativeModel {
 
   #check(rc: number): number {
     if (rc < 0) {
-      throw new NativeError(rc, readCString(this.#api.loupe_model_error(this.#handle())) || lastError(this.#api));
+      throw new NativeError(
+        rc,
+        readCString(this.#api, this.#api.loupe_model_error(this.#handle())) || lastError(this.#api),
+      );
     }
     return rc;
   }
@@ -218,6 +253,7 @@ export class NativeModel {
       this.#contexts.clear();
       this.#api.loupe_model_free(this.#ptr);
       this.#ptr = null;
+      void this.#engine?.close();
     }
   }
 
@@ -257,7 +293,10 @@ export class NativeContext {
 
   #check(rc: number): number {
     if (rc < 0) {
-      throw new NativeError(rc, readCString(this.#api.loupe_ctx_error(this.#handle())) || lastError(this.#api));
+      throw new NativeError(
+        rc,
+        readCString(this.#api, this.#api.loupe_ctx_error(this.#handle())) || lastError(this.#api),
+      );
     }
     return rc;
   }

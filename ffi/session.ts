@@ -36,7 +36,10 @@ export class NativeSession {
   }
 
   #error(rc: number): NativeError {
-    return new NativeError(rc, readCString(this.#api.loupe_ctx_error(this.context.pointer())) || lastError(this.#api));
+    return new NativeError(
+      rc,
+      readCString(this.#api, this.#api.loupe_ctx_error(this.context.pointer())) || lastError(this.#api),
+    );
   }
 
   /** Starts a call: keeps the cached prefix of `tokens`, evaluates the rest at the next steps. */

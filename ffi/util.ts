@@ -27,9 +27,22 @@ export function cstr(s: string): Uint8Array<ArrayBuffer> {
   return out;
 }
 
+/** Readers of C strings for libraries whose pointers are another process's (isolated.ts). */
+const cstringReaders = new WeakMap<NativeApi, (ptr: Deno.PointerObject) => string>();
+
+/** Makes the string helpers read `api`'s C strings with `read` (an isolated engine's). */
+export function setCStringReader(api: NativeApi, read: (ptr: Deno.PointerObject) => string): void {
+  cstringReaders.set(api, read);
+}
+
+function getCString(api: NativeApi, ptr: Deno.PointerObject): string {
+  const read = cstringReaders.get(api);
+  return read ? read(ptr) : Deno.UnsafePointerView.getCString(ptr);
+}
+
 /** Reads a NUL-terminated UTF-8 string owned by the library ("" for NULL). */
-export function readCString(ptr: Deno.PointerValue): string {
-  return ptr === null ? "" : Deno.UnsafePointerView.getCString(ptr);
+export function readCString(api: NativeApi, ptr: Deno.PointerValue): string {
+  return ptr === null ? "" : getCString(api, ptr);
 }
 
 /** The calling thread's last error message. */
@@ -37,14 +50,14 @@ export function readCString(ptr: Deno.PointerValue): string {
 export const INT32_MIN = -2147483648;
 
 export function lastError(api: NativeApi): string {
-  return readCString(api.loupe_last_error());
+  return readCString(api, api.loupe_last_error());
 }
 
 /** Reads and frees a `char *` result; throws the last error when it is NULL. */
 export function takeString(api: NativeApi, ptr: Deno.PointerValue): string {
   if (ptr === null) throw new NativeError(0, lastError(api));
   try {
-    return Deno.UnsafePointerView.getCString(ptr);
+    return getCString(api, ptr);
   } finally {
     api.loupe_string_free(ptr);
   }
@@ -58,5 +71,5 @@ export function takeJson<T>(api: NativeApi, ptr: Deno.PointerValue): T {
 /** Parses a JSON `const char *` owned by a handle; throws the last error when it is NULL. */
 export function readJson<T>(api: NativeApi, ptr: Deno.PointerValue): T {
   if (ptr === null) throw new NativeError(0, lastError(api));
-  return JSON.parse(Deno.UnsafePointerView.getCString(ptr)) as T;
+  return JSON.parse(getCString(api, ptr)) as T;
 }

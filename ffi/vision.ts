@@ -153,7 +153,10 @@ export class NativeProjector {
 
   #check(rc: number): number {
     if (rc < 0) {
-      throw new NativeError(rc, readCString(this.#api.loupe_projector_error(this.#handle())) || lastError(this.#api));
+      throw new NativeError(
+        rc,
+        readCString(this.#api, this.#api.loupe_projector_error(this.#handle())) || lastError(this.#api),
+      );
     }
     return rc;
   }
@@ -169,7 +172,7 @@ export class NativeProjector {
     if (ptr === null) {
       throw new NativeError(
         Status.LOAD,
-        readCString(this.#api.loupe_projector_error(this.#handle())) || lastError(this.#api),
+        readCString(this.#api, this.#api.loupe_projector_error(this.#handle())) || lastError(this.#api),
       );
     }
     return takeJson<T>(this.#api, ptr);

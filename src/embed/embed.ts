@@ -20,7 +20,7 @@ import { Resource } from "../util/resource.ts";
 import { NativeEmbedder } from "../../ffi/embed.ts";
 import { DISPLAY, displayable, displayOf, type MimeBundle } from "../util/presenter.ts";
 import { watchLoad } from "../util/load_watch.ts";
-import { loadEngine } from "../engine/library.ts";
+import { engineFor } from "../engine/library.ts";
 import { NativeModel } from "../../ffi/model.ts";
 import { wrap } from "../util/native_error.ts";
 import { describeKind, modelKind, type Pooling } from "../gguf/kind.ts";
@@ -84,6 +84,8 @@ export interface LoadEmbedderOptions {
   progress?: boolean;
   /** Cancels the load. */
   signal?: AbortSignal;
+  /** Run it in a worker process of its own, as `loadModel`'s `isolate` (README, "When the engine crashes"). */
+  isolate?: boolean;
 }
 
 /**
@@ -258,22 +260,23 @@ export async function loadEmbedder(name: string, given?: LoadEmbedderOptions): P
   const gpuLayers = options.gpuLayers === undefined || options.gpuLayers === "auto" || options.gpuLayers === "all"
     ? -1
     : options.gpuLayers;
-  const lib = await loadEngine();
   if (options.requireDevice) await assertDeviceAvailable(options.requireDevice);
   if (options.device) await assertDeviceAvailable(options.device);
 
   const t0 = performance.now();
   const threads = options.threads ?? navigator.hardwareConcurrency;
+  const engine = await engineFor(options.isolate, what);
   let model: NativeModel;
   try {
-    model = new NativeModel(lib.api, {
+    model = new NativeModel(engine.api, {
       path,
       gpuLayers,
       devices: options.device ? [options.device] : null,
       threads,
       defaultContext: false,
-    });
+    }, engine.isolated);
   } catch (e) {
+    void engine.isolated?.close();
     throw wrap(e, what);
   }
   const onAbort = () => model.cancel();
@@ -317,7 +320,7 @@ export async function loadEmbedder(name: string, given?: LoadEmbedderOptions): P
       (n) => `Cannot create an embedding context of ${n} tokens for "${path}"`,
     );
     if (options.signal?.aborted) throw new LoupeError("ABORTED", `${what}: loading was cancelled`);
-    embedder = await NativeEmbedder.create(lib.api, model, params);
+    embedder = await NativeEmbedder.create(model.api, model, params);
     await watch.done();
   } catch (e) {
     embedder?.free();
@@ -325,7 +328,7 @@ export async function loadEmbedder(name: string, given?: LoadEmbedderOptions): P
     if (watch.error) throw watch.error;
     const err = wrap(e, what);
     await watch.fail(err.message);
-    throw ["ABORTED", "WRONG_KIND", "INVALID_ARGUMENT", "NOT_ENOUGH_MEMORY"].includes(err.code)
+    throw ["ABORTED", "WRONG_KIND", "INVALID_ARGUMENT", "NOT_ENOUGH_MEMORY", "ENGINE_CRASHED"].includes(err.code)
       ? err
       : new LoupeError("LOAD_FAILED", err.message, { nativeMessage: err.nativeMessage, cause: e });
   } finally {
@@ -411,6 +414,16 @@ export class Embedder extends Resource {
   /** The sentence of a CLOSED error. */
   protected closedMessage(): string {
     return `Cannot use embedder "${this.path}": it is closed`;
+  }
+
+  /** Whether it runs in a worker process of its own (`isolate: true`). */
+  get isolated(): boolean {
+    return this.#owned.model.isolated;
+  }
+
+  /** Whether its worker process died (`isolate: true`): every call then rejects with `ENGINE_CRASHED`. */
+  get crashed(): boolean {
+    return this.#owned.model.crash !== null;
   }
 
   /**
@@ -658,6 +671,7 @@ export class Embedder extends Resource {
     return queue.then(() => {
       owned.embedder?.free();
       owned.model.free();
+      return owned.model.released(); // an isolated embedder's worker process has exited
     });
   }
 

@@ -7,6 +7,7 @@
  */
 import { type BuildProgress, type BuildResult, ensureBuild } from "../../native/build/engine.ts";
 import { type BackendReport, openLibrary } from "../../ffi/library.ts";
+import { type IsolatedEngine, openIsolated } from "../../ffi/isolated.ts";
 import type { NativeApi } from "../../ffi/util.ts";
 import { LoupeError } from "../util/errors.ts";
 import { progressFor, type ProgressSink } from "../util/presenter.ts";
@@ -81,4 +82,26 @@ export function loadEngine(): Promise<Engine> {
       ? e
       : new LoupeError("LOAD_FAILED", `Cannot start the engine: ${(e as Error).message}`, { cause: e });
   });
+}
+
+/** The library a model is loaded into, and the isolated engine that owns it (null: this process's). */
+export interface ModelEngine {
+  api: NativeApi;
+  isolated: IsolatedEngine | null;
+}
+
+/**
+ * The library for a model: this process's, or with `isolate` a worker process of its own on the
+ * same engine (started here, about 0.2 s). Without `isolate`, `LOUPE_ISOLATE=1` in the
+ * environment isolates every model. A worker that cannot start is LOAD_FAILED.
+ */
+export async function engineFor(isolate: boolean | undefined, what: string): Promise<ModelEngine> {
+  const lib = await loadEngine();
+  if (!(isolate ?? Deno.env.get("LOUPE_ISOLATE") === "1")) return { api: lib.api, isolated: null };
+  try {
+    const isolated = await openIsolated(lib.build.library, lib.build.engineDir);
+    return { api: isolated.api, isolated };
+  } catch (e) {
+    throw new LoupeError("LOAD_FAILED", `${what}: ${(e as Error).message}`, { cause: e });
+  }
 }

@@ -40,6 +40,7 @@ const LOAD_RULES: Record<string, FieldRule> = {
   flashAttn: FLASH_ATTN,
   requireDevice: "nonEmptyString",
   vocabOnly: "boolean",
+  isolate: "boolean",
   measure: "boolean",
   projector: "nonEmptyString",
   pooling: POOLINGS,
@@ -121,4 +122,12 @@ export interface LoadModelOptions {
   progress?: boolean;
   /** Cancels the load. */
   signal?: AbortSignal;
+  /**
+   * Run the model in a worker process of its own (README, "When the engine crashes"): an engine
+   * that aborts, segfaults or is killed ends that process, not this one; the call in flight and
+   * every later one reject with `ENGINE_CRASHED`, and `model.crashed` is true. Every API works the
+   * same. Each native call crosses a pipe (about 0.5 ms), once per step of the token loop, not
+   * per token. Default false, or true when the environment has `LOUPE_ISOLATE=1`.
+   */
+  isolate?: boolean;
 }

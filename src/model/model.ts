@@ -18,7 +18,7 @@ import {
   usesOwnCallGrammar,
 } from "../chat/chat.ts";
 import { assertDeviceAvailable, type Device, devices } from "../engine/engine.ts";
-import { loadEngine } from "../engine/library.ts";
+import { engineFor } from "../engine/library.ts";
 import { checkLoadOptions, type LoadModelOptions } from "../engine/load_options.ts";
 import { lendInternals, type ModelInternals } from "../generate/internals.ts";
 import { type GenerateOptions, generateOptions, type GrammarParams, samplingParams } from "../generate/options.ts";
@@ -170,16 +170,16 @@ export async function loadModel(name: string, options?: LoadModelOptions): Promi
   if (kind.kind !== "generation" && !options.vocabOnly) {
     throw new LoupeError("WRONG_KIND", `Cannot load model "${path}": it is ${describeKind(kind)}; use loadEmbedder`);
   }
-  const lib = await loadEngine();
   if (options.requireDevice) await assertDeviceAvailable(options.requireDevice);
   if (options.device) await assertDeviceAvailable(options.device);
   const gpuLayers = options.gpuLayers === undefined || options.gpuLayers === "auto" || options.gpuLayers === "all"
     ? -1
     : options.gpuLayers;
   const what = `Cannot load model "${path}"`;
+  const engine = await engineFor(options.isolate, what);
   let native: NativeModel;
   try {
-    native = new NativeModel(lib.api, {
+    native = new NativeModel(engine.api, {
       path,
       gpuLayers,
       devices: options.device ? [options.device] : null,
@@ -190,8 +190,9 @@ export async function loadModel(name: string, options?: LoadModelOptions): Promi
       flashAttn: options.flashAttn ?? "auto",
       vocabOnly: options.vocabOnly ?? false,
       measure: options.measure ?? true,
-    });
+    }, engine.isolated);
   } catch (e) {
+    void engine.isolated?.close();
     throw wrap(e, what);
   }
   if (!options.vocabOnly) {
@@ -223,7 +224,7 @@ export async function loadModel(name: string, options?: LoadModelOptions): Promi
     if (watch.error) throw watch.error;
     const err = wrap(e, what);
     await watch.fail(err.message);
-    throw err.code === "ABORTED" || err.code === "NOT_ENOUGH_MEMORY"
+    throw err.code === "ABORTED" || err.code === "NOT_ENOUGH_MEMORY" || err.code === "ENGINE_CRASHED"
       ? err
       : new LoupeError("LOAD_FAILED", err.message, { nativeMessage: err.nativeMessage, cause: e });
   } finally {
@@ -232,7 +233,7 @@ export async function loadModel(name: string, options?: LoadModelOptions): Promi
   const info = native.info<ModelInfo>();
   timeline.add({ name: "load", wallMs: performance.now() - t0, tokens: 0, graphs: 0, devices: {} });
   timeline.memory = info.memory;
-  const model = createModel({ path, native, api: lib.api, info, timeline, options, devices: await devices() });
+  const model = createModel({ path, native, api: native.api, info, timeline, options, devices: await devices() });
   if (projector) {
     try {
       await model.loadProjector(projector, { signal: options.signal, progress: options.progress });
@@ -348,6 +349,21 @@ export class Model extends Resource {
   /** The sentence of a CLOSED error. */
   protected closedMessage(): string {
     return `Cannot use model "${this.path}": it is closed`;
+  }
+
+  /** Whether it runs in a worker process of its own (`isolate: true`). */
+  get isolated(): boolean {
+    return this.#native.isolated;
+  }
+
+  /** Its worker process's id (`isolate: true`), else null. */
+  get workerPid(): number | null {
+    return this.#native.pid;
+  }
+
+  /** Whether its worker process died (`isolate: true`): every call then rejects with `ENGINE_CRASHED`. */
+  get crashed(): boolean {
+    return this.#native.crash !== null;
   }
 
   /** Tokenizes text with the model's tokenizer. */
@@ -596,6 +612,7 @@ export class Model extends Resource {
       chats.free();
       ctx?.free();
       native.free();
+      return native.released(); // an isolated model's worker process has exited
     });
   }
 

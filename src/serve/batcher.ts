@@ -8,7 +8,6 @@
  * @module
  */
 import { NativeBatch } from "../../ffi/batch.ts";
-import { loadEngine } from "../engine/library.ts";
 import { internalsOf } from "../generate/internals.ts";
 import type { SamplingParams } from "../generate/options.ts";
 import type { StopReason } from "../generate/result.ts";
@@ -262,7 +261,6 @@ export class Batcher implements AsyncDisposable {
     const what = "Cannot open a batching context";
     const o = checkOptions(options, OPTION_RULES, what) as BatcherOptions;
     const internals = internalsOf(model);
-    const lib = await loadEngine();
     const parallel = o.parallel ?? 4;
     if (parallel > 256) {
       throw new LoupeError("INVALID_ARGUMENT", `${what}: parallel must be at most 256, not ${parallel}`);
@@ -271,7 +269,7 @@ export class Batcher implements AsyncDisposable {
     const perSlot = o.contextSize ?? internals.native.info<{ nCtx: number }>().nCtx;
     let native: NativeBatch;
     try {
-      native = await NativeBatch.create(lib.api, internals.native, {
+      native = await NativeBatch.create(internals.native.api, internals.native, {
         parallel,
         contextSize: perSlot > 0 ? perSlot * parallel : 0,
         batchSize: load.batchSize ?? 512,

@@ -20,7 +20,6 @@
  */
 import { checkLoadOptions } from "../engine/load_options.ts";
 import { Resource } from "../util/resource.ts";
-import { loadEngine } from "../engine/library.ts";
 import { NativeSession } from "../../ffi/session.ts";
 import { DISPLAY, displayable, displayOf, type MimeBundle, VIEW_KIND } from "../util/presenter.ts";
 import { LoupeError } from "../util/errors.ts";
@@ -346,7 +345,6 @@ async function createContext(
   options: LoadSessionOptions,
   what = (n: number) => `Cannot create a context of ${n} tokens for "${model.path}"`,
 ): Promise<CreatedContext> {
-  const lib = await loadEngine();
   const o = internals.options;
   const params = {
     contextSize,
@@ -382,7 +380,7 @@ async function createContext(
     ctx.free();
     throw new LoupeError("CLOSED", `Cannot open a session on "${model.path}": the model was closed`);
   }
-  const session = new NativeSession(lib.api, ctx);
+  const session = new NativeSession(internals.native.api, ctx);
   return {
     session,
     contextSize: session.size(), // the size the engine made (it may round up)

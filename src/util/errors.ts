@@ -42,6 +42,9 @@
  * - `NOT_ENOUGH_MEMORY`: the call would need more memory than is free (what is needed and what
  *   is free are named).
  * - `BUSY`: a server's queue is full (every slot busy and the queue at its limit): try again later.
+ * - `ENGINE_CRASHED`: the worker process of an isolated model (`isolate: true`) died: the engine
+ *   aborted (a GGML_ASSERT), crashed, or the process was killed. `crash` has the signal and the
+ *   process's last stderr lines; the model is unusable (close it and load again).
  * - `INTERNAL`: a bug of loupe's own (a state it should never reach); please report it.
  */
 export type LoupeErrorCode =
@@ -67,6 +70,7 @@ export type LoupeErrorCode =
   | "DISK_FULL"
   | "NOT_ENOUGH_MEMORY"
   | "BUSY"
+  | "ENGINE_CRASHED"
   | "INTERNAL";
 
 /** Options of {@linkcode LoupeError}. */
@@ -75,6 +79,18 @@ export interface LoupeErrorOptions {
   nativeMessage?: string;
   /** The underlying error. */
   cause?: unknown;
+  /** How an isolated engine's worker process died (`ENGINE_CRASHED`). */
+  crash?: EngineCrashInfo;
+}
+
+/** How an isolated engine's worker process died. */
+export interface EngineCrashInfo {
+  /** The signal that ended it, e.g. "SIGABRT" or "SIGKILL"; null when it exited. */
+  signal: string | null;
+  /** Its exit code when it exited without a signal. */
+  exitCode: number | null;
+  /** The last of what it wrote to stderr (up to 16 KiB): the engine's assertion text, for one. */
+  stderr: string;
 }
 
 /**
@@ -87,6 +103,8 @@ export class LoupeError extends Error {
   readonly code: LoupeErrorCode;
   /** The engine's message, if any. */
   readonly nativeMessage?: string;
+  /** How the worker process died (`ENGINE_CRASHED` only). */
+  readonly crash?: EngineCrashInfo;
 
   /** Creates the error. */
   constructor(code: LoupeErrorCode, message: string, options: LoupeErrorOptions = {}) {
@@ -94,6 +112,7 @@ export class LoupeError extends Error {
     this.name = "LoupeError";
     this.code = code;
     this.nativeMessage = options.nativeMessage;
+    if (options.crash) this.crash = options.crash;
   }
 }
 

@@ -5,6 +5,7 @@
  */
 import { Status } from "../../ffi/model.ts";
 import { NativeError } from "../../ffi/util.ts";
+import { EngineCrash } from "../../ffi/isolated.ts";
 import { LoupeError, type LoupeErrorCode } from "./errors.ts";
 
 const CODE_OF_STATUS: Record<number, LoupeErrorCode> = {
@@ -38,6 +39,13 @@ export function nativeDetail(message: string): string {
  */
 export function wrap(e: unknown, what: string): LoupeError {
   if (e instanceof LoupeError) return e;
+  if (e instanceof EngineCrash) {
+    return new LoupeError("ENGINE_CRASHED", `${what}: ${e.message}`, {
+      nativeMessage: e.stderr,
+      cause: e,
+      crash: { signal: e.signal, exitCode: e.exitCode, stderr: e.stderr },
+    });
+  }
   if (e instanceof NativeError) {
     return new LoupeError(CODE_OF_STATUS[e.status] ?? "INTERNAL", `${what}: ${nativeDetail(e.message)}`, {
       nativeMessage: e.message,

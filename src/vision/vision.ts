@@ -25,7 +25,6 @@
 import { checkLoadOptions } from "../engine/load_options.ts";
 import { type GenerateOptions, generateOptions, samplingParams } from "../generate/options.ts";
 import { Resource } from "../util/resource.ts";
-import { loadEngine } from "../engine/library.ts";
 import { NativeImage, NativeImageError, NativeProjector } from "../../ffi/vision.ts";
 import { NativeError } from "../../ffi/util.ts";
 import { LoupeError, type LoupeErrorCode } from "../util/errors.ts";
@@ -477,7 +476,6 @@ export async function loadProjector(model: Model, name: string, given?: Projecto
     throw new LoupeError("INVALID_ARGUMENT", `${what}: the model was loaded with vocabOnly`);
   }
   await validateProjectorFile(path, model.info.nEmbd);
-  const lib = await loadEngine();
   const required = options.requireDevice ?? internals.options.requireDevice;
   if (options.requireDevice) await assertDeviceAvailable(options.requireDevice);
   if (options.device) await assertDeviceAvailable(options.device);
@@ -523,7 +521,7 @@ export async function loadProjector(model: Model, name: string, given?: Projecto
   }
   for (const w of warnings) console.warn(`loupe: ${w}`);
 
-  const native = new NativeProjector(lib.api, internals.native, {
+  const native = new NativeProjector(internals.native.api, internals.native, {
     path,
     gpu: device !== "CPU",
     device: device === "CPU" ? null : device,
@@ -808,7 +806,6 @@ async function mediaCall(call: MediaCall): Promise<MediaOutcome> {
   const { projector, options, ctx, internals } = call;
   const sampling = samplingParams(options);
   const native = nativeOf(projector);
-  const lib = await loadEngine();
   const devs = internals.devices;
   const requiredLm = options.requireDevice ?? internals.options.requireDevice;
   const requiredEncoder = options.requireDevice ?? projector.requireDevice;
@@ -844,7 +841,7 @@ async function mediaCall(call: MediaCall): Promise<MediaOutcome> {
   const unmark = runningOn(projector, ctx);
   try {
     for (const [i, m] of call.media.entries()) {
-      decoded.push(await decodeMedia(lib.api, native, m, i));
+      decoded.push(await decodeMedia(internals.native.api, native, m, i));
       if (stopped()) return aborted();
     }
     if (stopped()) return aborted();

@@ -1,0 +1,151 @@
+/**
+ * The thread between an isolated engine's caller and its worker process (see isolated.ts). It
+ * starts the process, writes the calls to its stdin and reads the replies from its stdout. A
+ * synchronous call's reply goes into the shared buffer the caller is waiting on (Atomics), an
+ * asynchronous one's is posted. When the process dies, every call waiting and every later one
+ * gets the crash: the exit signal or code and the last lines the process wrote to stderr.
+ *
+ * @module
+ */
+/// <reference lib="deno.worker" />
+import { serialize } from "node:v8";
+
+/** What the process's death reports. */
+export interface CrashInfo {
+  code: number | null;
+  signal: string | null;
+  stderr: string;
+}
+
+/** Messages from the caller. */
+export type BrokerRequest =
+  | { type: "start"; sab: SharedArrayBuffer; deno: string; child: string; library: string; engineDir: string }
+  | { type: "call"; id: number; sym: string; args: unknown[]; sync: boolean }
+  | { type: "stop" };
+
+const STDERR_KEEP = 16 * 1024;
+
+let sab: SharedArrayBuffer;
+let child: Deno.ChildProcess | null = null;
+let stdin: WritableStreamDefaultWriter<Uint8Array> | null = null;
+let syncId = -1; // the synchronous call the caller is blocked on
+let crash: CrashInfo | null = null;
+let stopping = false;
+let stderrTail = "";
+const decoder = new TextDecoder();
+
+/** Hands a synchronous reply to the blocked caller: [state, length] then the serialized reply. */
+function wake(reply: unknown): void {
+  const body = serialize(reply);
+  if (sab.byteLength < 8 + body.length) sab.grow(Math.max(8 + body.length, sab.byteLength * 2));
+  new Uint8Array(sab, 8, body.length).set(body);
+  const head = new Int32Array(sab, 0, 2);
+  head[1] = body.length;
+  Atomics.store(head, 0, 1);
+  Atomics.notify(head, 0);
+}
+
+function answer(message: { id: number }): void {
+  if (message.id === syncId) {
+    syncId = -1;
+    wake(message);
+  } else {
+    self.postMessage({ type: "reply", ...message });
+  }
+}
+
+async function readStderr(stream: ReadableStream<Uint8Array>): Promise<void> {
+  for await (const chunk of stream) {
+    await Deno.stderr.write(chunk); // the engine's own messages reach the terminal as they would in-process
+    stderrTail = (stderrTail + decoder.decode(chunk, { stream: true })).slice(-STDERR_KEEP);
+  }
+}
+
+async function readReplies(stream: ReadableStream<Uint8Array>, onFirst: (m: Record<string, unknown>) => void) {
+  const { deserialize } = await import("node:v8");
+  let pending = new Uint8Array(0);
+  let first = true;
+  for await (const chunk of stream) {
+    const joined = new Uint8Array(pending.length + chunk.length);
+    joined.set(pending);
+    joined.set(chunk, pending.length);
+    let at = 0;
+    while (joined.length - at >= 4) {
+      const n = new DataView(joined.buffer, at).getUint32(0, true);
+      if (joined.length - at - 4 < n) break;
+      const message = deserialize(joined.subarray(at + 4, at + 4 + n)) as { id: number } & Record<string, unknown>;
+      at += 4 + n;
+      if (first) {
+        first = false;
+        onFirst(message);
+      } else {
+        answer(message);
+      }
+    }
+    pending = joined.slice(at);
+  }
+}
+
+async function start(request: Extract<BrokerRequest, { type: "start" }>): Promise<void> {
+  sab = request.sab;
+  const command = new Deno.Command(request.deno, {
+    args: ["run", "-A", "--no-config", "--no-lock", request.child, request.library, request.engineDir],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const proc = command.spawn();
+  child = proc;
+  stdin = proc.stdin.getWriter();
+  let started = false;
+  const replies = readReplies(proc.stdout, (m) => {
+    started = true;
+    self.postMessage(
+      m.error ? { type: "failed", error: m.error } : { type: "started", pid: proc.pid, backends: m.result },
+    );
+  });
+  const errors = readStderr(proc.stderr);
+  const status = await proc.status;
+  await Promise.allSettled([replies, errors]);
+  child = null;
+  if (stopping) {
+    self.postMessage({ type: "stopped" });
+    return;
+  }
+  crash = { code: status.signal ? null : status.code, signal: status.signal, stderr: stderrTail };
+  if (!started) self.postMessage({ type: "failed", error: `the worker process exited before it started`, crash });
+  self.postMessage({ type: "exit", crash });
+  if (syncId >= 0) answer({ id: syncId, crash } as { id: number });
+}
+
+async function call(request: Extract<BrokerRequest, { type: "call" }>): Promise<void> {
+  if (request.sync) syncId = request.id;
+  if (crash || !stdin) {
+    answer({ id: request.id, crash: crash ?? { code: null, signal: null, stderr: "the worker is not running" } } as {
+      id: number;
+    });
+    return;
+  }
+  const body = serialize({ id: request.id, sym: request.sym, args: request.args });
+  const frame = new Uint8Array(4 + body.length);
+  new DataView(frame.buffer).setUint32(0, body.length, true);
+  frame.set(body, 4);
+  try {
+    await stdin.write(frame);
+  } catch {
+    // the process is gone: its exit answers this call
+  }
+}
+
+self.onmessage = (event: MessageEvent<BrokerRequest>) => {
+  const request = event.data;
+  if (request.type === "start") {
+    start(request).catch((e) => self.postMessage({ type: "failed", error: (e as Error).message }));
+  } else if (request.type === "call") {
+    void call(request);
+  } else if (request.type === "stop") {
+    stopping = true;
+    if (child) stdin?.close().catch(() => {});
+    else self.postMessage({ type: "stopped" });
+  }
+};
