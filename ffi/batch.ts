@@ -19,7 +19,8 @@ export class NativeBatch {
   }
 
   /** Creates a batching context on a loaded model, on a worker thread; the model frees it before itself. */
-  static async create(api: NativeApi, model: NativeModel, params: Record<string, unknown>): Promise<NativeBatch> {
+  static async create(model: NativeModel, params: Record<string, unknown>): Promise<NativeBatch> {
+    const api = model.api;
     const err = new Uint8Array(1024);
     const ptr = await api.loupe_batch_create(model.pointer(), cstr(JSON.stringify(params)), err, err.length);
     if (ptr === null) throw new NativeError(Status.LOAD, new TextDecoder().decode(err.subarray(0, err.indexOf(0))));

@@ -16,7 +16,8 @@ export class NativeChat {
   #ptr: Deno.PointerObject | null;
 
   /** Makes the chat templates of `model` (or of `template`, when given); throws the engine's message. */
-  constructor(api: NativeApi, model: NativeModel, template: string | null) {
+  constructor(model: NativeModel, template: string | null) {
+    const api = model.api;
     this.#api = api;
     const ptr = api.loupe_chat_create(
       model.pointer(),

@@ -19,7 +19,8 @@ export class NativeEmbedder {
   }
 
   /** Creates the embedding context on a worker thread (parameters as in loupe_embed.h). */
-  static async create(api: NativeApi, model: NativeModel, params: Record<string, unknown>): Promise<NativeEmbedder> {
+  static async create(model: NativeModel, params: Record<string, unknown>): Promise<NativeEmbedder> {
+    const api = model.api;
     const err = new Uint8Array(2048);
     const ptr = await api.loupe_embedder_create(model.pointer(), cstr(JSON.stringify(params)), err, err.length);
     if (ptr === null) throw new NativeError(Status.LOAD, new TextDecoder().decode(err.subarray(0, err.indexOf(0))));

@@ -282,6 +282,11 @@ export class NativeContext {
   }
 
   /** The raw handle, for other ffi/ wrappers that take a `loupe_ctx *` (throws once freed). */
+  /** The library this context lives in (its model's). */
+  get api(): NativeApi {
+    return this.#api;
+  }
+
   pointer(): Deno.PointerObject {
     return this.#handle();
   }

@@ -30,7 +30,8 @@ export class NativeSession {
   readonly context: NativeContext;
 
   /** Wraps a context made by NativeModel.createContext. */
-  constructor(api: NativeApi, context: NativeContext) {
+  constructor(context: NativeContext) {
+    const api = context.api;
     this.#api = api;
     this.context = context;
   }

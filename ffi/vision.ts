@@ -134,7 +134,8 @@ export class NativeProjector {
   #ptr: Deno.PointerObject | null;
 
   /** Creates the (unloaded) handle for `model` from parameters sent as JSON. */
-  constructor(api: NativeApi, model: NativeModel, params: Record<string, unknown>) {
+  constructor(model: NativeModel, params: Record<string, unknown>) {
+    const api = model.api;
     this.#api = api;
     const ptr = api.loupe_projector_create(model.pointer(), cstr(JSON.stringify(params)));
     if (ptr === null) throw new NativeError(Status.INVALID, lastError(api));

@@ -9,7 +9,6 @@
  */
 import { NativeChat, schemaToGrammar } from "../../ffi/chat.ts";
 import type { NativeModel } from "../../ffi/model.ts";
-import type { NativeApi } from "../../ffi/util.ts";
 import { LoupeError } from "../util/errors.ts";
 import { wrap } from "../util/native_error.ts";
 import { type FieldRule, fieldsProblem, isObject, shown } from "../util/check.ts";
@@ -149,13 +148,11 @@ export const FALLBACK_WARNING = "the model has no chat template; chatml is used,
 
 /** A model's chat templates, one native handle per template source; freed with the model. */
 export class ChatTemplates {
-  #api: NativeApi;
   #model: NativeModel;
   #byTemplate = new Map<string | null, NativeChat>();
 
   /** Made by the model (the handles are made on first use). */
-  constructor(api: NativeApi, model: NativeModel) {
-    this.#api = api;
+  constructor(model: NativeModel) {
     this.#model = model;
   }
 
@@ -164,7 +161,7 @@ export class ChatTemplates {
     let chat = this.#byTemplate.get(template);
     if (!chat) {
       try {
-        chat = new NativeChat(this.#api, this.#model, template);
+        chat = new NativeChat(this.#model, template);
       } catch (e) {
         throw wrap(e, "Cannot use the chat template");
       }
@@ -186,7 +183,7 @@ export class ChatTemplates {
   /** A JSON Schema's grammar; a schema the converter rejects is INVALID_ARGUMENT with its message. */
   schemaGrammar(schema: unknown): string {
     try {
-      return schemaToGrammar(this.#api, schema);
+      return schemaToGrammar(this.#model.api, schema);
     } catch (e) {
       throw wrap(e, "Cannot use the JSON schema");
     }

@@ -320,7 +320,7 @@ export async function loadEmbedder(name: string, given?: LoadEmbedderOptions): P
       (n) => `Cannot create an embedding context of ${n} tokens for "${path}"`,
     );
     if (options.signal?.aborted) throw new LoupeError("ABORTED", `${what}: loading was cancelled`);
-    embedder = await NativeEmbedder.create(model.api, model, params);
+    embedder = await NativeEmbedder.create(model, params);
     await watch.done();
   } catch (e) {
     embedder?.free();

@@ -5,7 +5,6 @@
  * @module
  */
 import { type NativeContext, NativeModel } from "../../ffi/model.ts";
-import type { NativeApi } from "../../ffi/util.ts";
 import {
   type ChatOptions,
   ChatTemplates,
@@ -233,7 +232,7 @@ export async function loadModel(name: string, options?: LoadModelOptions): Promi
   const info = native.info<ModelInfo>();
   timeline.add({ name: "load", wallMs: performance.now() - t0, tokens: 0, graphs: 0, devices: {} });
   timeline.memory = info.memory;
-  const model = createModel({ path, native, api: native.api, info, timeline, options, devices: await devices() });
+  const model = createModel({ path, native, info, timeline, options, devices: await devices() });
   if (projector) {
     try {
       await model.loadProjector(projector, { signal: options.signal, progress: options.progress });
@@ -249,7 +248,6 @@ export async function loadModel(name: string, options?: LoadModelOptions): Promi
 interface ModelInit {
   path: string;
   native: NativeModel;
-  api: NativeApi;
   info: ModelInfo;
   timeline: Timeline;
   options: LoadModelOptions;
@@ -282,7 +280,7 @@ export class Model extends Resource {
     super();
     this.path = init.path;
     this.#native = init.native;
-    this.#chats = new ChatTemplates(init.api, init.native);
+    this.#chats = new ChatTemplates(init.native);
     this.#ctx = init.options.vocabOnly ? null : init.native.defaultContext();
     this.info = init.info;
     this.loadTimeline = init.timeline;

@@ -269,7 +269,7 @@ export class Batcher implements AsyncDisposable {
     const perSlot = o.contextSize ?? internals.native.info<{ nCtx: number }>().nCtx;
     let native: NativeBatch;
     try {
-      native = await NativeBatch.create(internals.native.api, internals.native, {
+      native = await NativeBatch.create(internals.native, {
         parallel,
         contextSize: perSlot > 0 ? perSlot * parallel : 0,
         batchSize: load.batchSize ?? 512,

@@ -380,7 +380,7 @@ async function createContext(
     ctx.free();
     throw new LoupeError("CLOSED", `Cannot open a session on "${model.path}": the model was closed`);
   }
-  const session = new NativeSession(internals.native.api, ctx);
+  const session = new NativeSession(ctx);
   return {
     session,
     contextSize: session.size(), // the size the engine made (it may round up)

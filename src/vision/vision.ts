@@ -521,7 +521,7 @@ export async function loadProjector(model: Model, name: string, given?: Projecto
   }
   for (const w of warnings) console.warn(`loupe: ${w}`);
 
-  const native = new NativeProjector(internals.native.api, internals.native, {
+  const native = new NativeProjector(internals.native, {
     path,
     gpu: device !== "CPU",
     device: device === "CPU" ? null : device,

@@ -49,7 +49,7 @@ async function main(which: string, engineOnly: boolean): Promise<void> {
             ctx.genBegin(samplingParams({ maxTokens: 2, temperature: 0 }), Int32Array.of(1, 2, 3));
             while (!(await ctx.genStep(1000))) { /* until done */ }
           } else {
-            const e = await NativeEmbedder.create(lib.api, native, { pooling: "model", threads: 1, measure: false });
+            const e = await NativeEmbedder.create(native, { pooling: "model", threads: 1, measure: false });
             try {
               const n = e.begin(Int32Array.of(1, 2, 3), Int32Array.of(3), 3);
               await e.run(new Float32Array(n));

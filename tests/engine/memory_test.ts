@@ -227,7 +227,7 @@ Deno.test("loadEmbedder: a huge contextSize within the training context is NOT_E
 Deno.test("projectors: weights and the encoder's compute buffer are estimated before loading", async () => {
   const { model: modelPath, projector } = await fixtureProjector("tiny");
   await using model = await loadModel(modelPath, { threads: THREADS, progress: false });
-  const native = new NativeProjector(lib.api, internalsOf(model).native, { path: projector, gpu: false, threads: 1 });
+  const native = new NativeProjector(internalsOf(model).native, { path: projector, gpu: false, threads: 1 });
   try {
     const est = await native.memoryEstimate<{ devices: Array<{ name: string; bytes: number; free: number }> }>();
     assertEquals(est.devices.map((d) => d.name), ["CPU"]);

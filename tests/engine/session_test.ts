@@ -20,7 +20,6 @@ import {
 import { loadModel, LoupeError } from "../../mod.ts";
 import { ensureBuild } from "../../native/build/engine.ts";
 import { runTestChild, VULKAN_ENV } from "../support/child_runner.ts";
-import { loadEngine } from "../../src/engine/library.ts";
 import { NativeSession } from "../../ffi/session.ts";
 import { internalsOf } from "../../src/generate/internals.ts";
 import { samplingParams } from "../../src/generate/options.ts";
@@ -309,11 +308,10 @@ Deno.test("a state file from another model, or no state file at all, is a clear 
 });
 
 Deno.test("a shift never cuts an atomic span (an image's tokens); nKeep inside one is refused", async () => {
-  const { api } = await loadEngine();
   const native = internalsOf(model).native;
   const tokens = Int32Array.from({ length: 300 }, (_, i) => 100 + i);
   const run = async (atomic: Array<[number, number]>, turns: number[] = []) => {
-    const s = new NativeSession(api, await native.createContext({ contextSize: 256, threads: THREADS }));
+    const s = new NativeSession(await native.createContext({ contextSize: 256, threads: THREADS }));
     try {
       s.begin(
         { ...samplingParams({ maxTokens: 0, temperature: 0 }), contextShift: true, nKeep: 1, atomic, turns },
@@ -350,7 +348,7 @@ Deno.test("a shift never cuts an atomic span (an image's tokens); nKeep inside o
     "an atomic span (an image) of 290 tokens at 10 cannot be cut",
   );
   assertEquals((e as { status?: number }).status, -4);
-  const s = new NativeSession(api, await native.createContext({ contextSize: 256, threads: THREADS }));
+  const s = new NativeSession(await native.createContext({ contextSize: 256, threads: THREADS }));
   try {
     const inside = (() => {
       try {
