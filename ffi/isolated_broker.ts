@@ -9,6 +9,7 @@
  */
 /// <reference lib="deno.worker" />
 import { serialize } from "node:v8";
+import { frame, readFrames } from "./isolated_frames.ts";
 
 /** What the process's death reports. */
 export interface CrashInfo {
@@ -62,28 +63,15 @@ async function readStderr(stream: ReadableStream<Uint8Array>): Promise<void> {
 }
 
 async function readReplies(stream: ReadableStream<Uint8Array>, onFirst: (m: Record<string, unknown>) => void) {
-  const { deserialize } = await import("node:v8");
-  let pending = new Uint8Array(0);
   let first = true;
-  for await (const chunk of stream) {
-    const joined = new Uint8Array(pending.length + chunk.length);
-    joined.set(pending);
-    joined.set(chunk, pending.length);
-    let at = 0;
-    while (joined.length - at >= 4) {
-      const n = new DataView(joined.buffer, at).getUint32(0, true);
-      if (joined.length - at - 4 < n) break;
-      const message = deserialize(joined.subarray(at + 4, at + 4 + n)) as { id: number } & Record<string, unknown>;
-      at += 4 + n;
-      if (first) {
-        first = false;
-        onFirst(message);
-      } else {
-        answer(message);
-      }
+  await readFrames<{ id: number } & Record<string, unknown>>(stream, (message) => {
+    if (first) {
+      first = false;
+      onFirst(message);
+    } else {
+      answer(message);
     }
-    pending = joined.slice(at);
-  }
+  });
 }
 
 async function start(request: Extract<BrokerRequest, { type: "start" }>): Promise<void> {
@@ -126,12 +114,8 @@ async function call(request: Extract<BrokerRequest, { type: "call" }>): Promise<
     });
     return;
   }
-  const body = serialize({ id: request.id, sym: request.sym, args: request.args });
-  const frame = new Uint8Array(4 + body.length);
-  new DataView(frame.buffer).setUint32(0, body.length, true);
-  frame.set(body, 4);
   try {
-    await stdin.write(frame);
+    await stdin.write(frame({ id: request.id, sym: request.sym, args: request.args }));
   } catch {
     // the process is gone: its exit answers this call
   }

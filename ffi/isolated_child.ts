@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { deserialize, serialize } from "node:v8";
+import { frame, readFrames } from "./isolated_frames.ts";
 import { openLibrary } from "./library.ts";
 import { symbols } from "./symbols.ts";
 import type { NativeError } from "./util.ts";
@@ -23,11 +23,8 @@ const [library, engineDir] = Deno.args;
 const out = Deno.stdout;
 
 function send(message: unknown): void {
-  const body = serialize(message);
-  const frame = new Uint8Array(4 + body.length);
-  new DataView(frame.buffer).setUint32(0, body.length, true);
-  frame.set(body, 4);
-  for (let at = 0; at < frame.length;) at += out.writeSync(frame.subarray(at));
+  const bytes = frame(message);
+  for (let at = 0; at < bytes.length;) at += out.writeSync(bytes.subarray(at));
 }
 
 const toNative = (a: Wire): unknown =>
@@ -84,19 +81,5 @@ function call(id: number, sym: string, wire: Wire[]): void {
 }
 
 // frames until the parent closes stdin, then exit
-let pending = new Uint8Array(0);
-for await (const chunk of Deno.stdin.readable) {
-  const joined = new Uint8Array(pending.length + chunk.length);
-  joined.set(pending);
-  joined.set(chunk, pending.length);
-  let at = 0;
-  while (joined.length - at >= 4) {
-    const n = new DataView(joined.buffer, at).getUint32(0, true);
-    if (joined.length - at - 4 < n) break;
-    const message = deserialize(joined.subarray(at + 4, at + 4 + n)) as { id: number; sym: string; args: Wire[] };
-    at += 4 + n;
-    call(message.id, message.sym, message.args);
-  }
-  pending = joined.slice(at);
-}
+await readFrames<{ id: number; sym: string; args: Wire[] }>(Deno.stdin.readable, (m) => call(m.id, m.sym, m.args));
 Deno.exit(0);
