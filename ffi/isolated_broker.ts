@@ -7,7 +7,6 @@
  *
  * @module
  */
-/// <reference lib="deno.worker" />
 import { serialize } from "node:v8";
 import { frame, readFrames } from "./isolated_frames.ts";
 
@@ -23,6 +22,12 @@ export type BrokerRequest =
   | { type: "start"; sab: SharedArrayBuffer; deno: string; child: string; library: string; engineDir: string }
   | { type: "call"; id: number; sym: string; args: unknown[]; sync: boolean }
   | { type: "stop" };
+
+/** The worker's global scope (typed here: the package may not change the global types). */
+const scope = globalThis as unknown as {
+  postMessage(message: unknown): void;
+  onmessage: ((event: MessageEvent<BrokerRequest>) => void) | null;
+};
 
 const STDERR_KEEP = 16 * 1024;
 
@@ -51,7 +56,7 @@ function answer(message: { id: number }): void {
     syncId = -1;
     wake(message);
   } else {
-    self.postMessage({ type: "reply", ...message });
+    scope.postMessage({ type: "reply", ...message });
   }
 }
 
@@ -88,7 +93,7 @@ async function start(request: Extract<BrokerRequest, { type: "start" }>): Promis
   let started = false;
   const replies = readReplies(proc.stdout, (m) => {
     started = true;
-    self.postMessage(
+    scope.postMessage(
       m.error ? { type: "failed", error: m.error } : { type: "started", pid: proc.pid, backends: m.result },
     );
   });
@@ -97,12 +102,12 @@ async function start(request: Extract<BrokerRequest, { type: "start" }>): Promis
   await Promise.allSettled([replies, errors]);
   child = null;
   if (stopping) {
-    self.postMessage({ type: "stopped" });
+    scope.postMessage({ type: "stopped" });
     return;
   }
   crash = { code: status.signal ? null : status.code, signal: status.signal, stderr: stderrTail };
-  if (!started) self.postMessage({ type: "failed", error: `the worker process exited before it started`, crash });
-  self.postMessage({ type: "exit", crash });
+  if (!started) scope.postMessage({ type: "failed", error: `the worker process exited before it started`, crash });
+  scope.postMessage({ type: "exit", crash });
   if (syncId >= 0) answer({ id: syncId, crash } as { id: number });
 }
 
@@ -121,15 +126,15 @@ async function call(request: Extract<BrokerRequest, { type: "call" }>): Promise<
   }
 }
 
-self.onmessage = (event: MessageEvent<BrokerRequest>) => {
+scope.onmessage = (event: MessageEvent<BrokerRequest>) => {
   const request = event.data;
   if (request.type === "start") {
-    start(request).catch((e) => self.postMessage({ type: "failed", error: (e as Error).message }));
+    start(request).catch((e) => scope.postMessage({ type: "failed", error: (e as Error).message }));
   } else if (request.type === "call") {
     void call(request);
   } else if (request.type === "stop") {
     stopping = true;
     if (child) stdin?.close().catch(() => {});
-    else self.postMessage({ type: "stopped" });
+    else scope.postMessage({ type: "stopped" });
   }
 };

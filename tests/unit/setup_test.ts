@@ -210,7 +210,15 @@ Deno.test({
   },
 });
 
-Deno.test("deno task test runs the setup before the tests", async () => {
+Deno.test("deno task test runs the setup before the tests, then the model tests once more isolated", async () => {
   const config = JSON.parse(await Deno.readTextFile(new URL("../../deno.json", import.meta.url)));
-  assertEquals(config.tasks.test, "deno run -A tests/setup.ts && deno test -A --no-check=remote tests/");
+  assertEquals(
+    config.tasks.test,
+    "deno run -A tests/setup.ts && deno test -A --no-check=remote tests/ && deno task test:isolated",
+  );
+  const isolated = config.tasks["test:isolated"] as string;
+  assert(isolated.startsWith("LOUPE_ISOLATE=1 deno test -A --no-check=remote "), isolated);
+  for (const t of ["model", "session", "chat", "embed", "vision", "batch"]) {
+    assert(isolated.includes(`tests/engine/${t}_test.ts`), `${t} tests run isolated too`);
+  }
 });
