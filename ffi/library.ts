@@ -34,7 +34,7 @@ export interface OpenedLibrary {
 }
 
 /** The ABI version of native/loupe.h these bindings are written for. */
-export const LOUPE_ABI_VERSION = 5;
+export const LOUPE_ABI_VERSION = 6;
 
 /**
  * Opens libloupe at `library` and initialises the engine whose shared libraries are in
@@ -60,4 +60,13 @@ export function openLibrary(library: string, engineDir: string): OpenedLibrary {
 /** Every device of every loaded backend, as `loupe_devices` reports it (JSON objects). */
 export function listDevices<T>(api: NativeApi): T[] {
   return takeJson<T[]>(api, api.loupe_devices());
+}
+
+/**
+ * Adds the devices of ggml's RPC server at `endpoint` (loupe_rpc_add_server), loading the RPC
+ * backend module at `rpcLibrary` first; returns their names. Only on an isolated engine: the
+ * engine's RPC client aborts its process when the server is unreachable.
+ */
+export async function addRpcServer(api: NativeApi, rpcLibrary: string, endpoint: string): Promise<string[]> {
+  return takeJson<string[]>(api, await api.loupe_rpc_add_server(cstr(rpcLibrary), cstr(endpoint)));
 }

@@ -27,6 +27,12 @@ export const symbols = {
   loupe_init: { parameters: ["buffer" /* const char * engine_dir */], result: "pointer" },
   // char * loupe_devices(void)
   loupe_devices: { parameters: [], result: "pointer" },
+  // char * loupe_rpc_add_server(const char * rpc_library, const char * endpoint)
+  loupe_rpc_add_server: {
+    parameters: ["buffer", /* const char * rpc_library */ "buffer" /* const char * endpoint */],
+    result: "pointer",
+    nonblocking: true,
+  },
   // char * loupe_logs(void)
   loupe_logs: { parameters: [], result: "pointer" },
 

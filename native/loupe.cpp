@@ -395,11 +395,29 @@ std::string meta_string(const llama_model * model, const char * key) {
 
 }  // namespace
 
-llama_model_params model_params(const json & p, std::vector<ggml_backend_dev_t> & devs) {
+llama_model_params model_params(const json & p, model_placement & place) {
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = p.value("gpuLayers", -1);
     mp.vocab_only = p.value("vocabOnly", false);
     mp.load_mode = p.value("useMmap", true) ? mp.load_mode : LLAMA_LOAD_MODE_NONE;
+    const std::string split_mode = p.value("splitMode", std::string("layer"));
+    mp.split_mode = split_mode == "none" ? LLAMA_SPLIT_MODE_NONE
+                  : split_mode == "row"  ? LLAMA_SPLIT_MODE_ROW
+                                         : LLAMA_SPLIT_MODE_LAYER;
+    mp.main_gpu = p.value("mainGpu", 0);
+    place.split.clear();
+    if (p.contains("tensorSplit") && p["tensorSplit"].is_array() && !p["tensorSplit"].empty()) {
+        if (p["tensorSplit"].size() > llama_max_devices()) {
+            throw std::invalid_argument("tensorSplit has " + std::to_string(p["tensorSplit"].size()) +
+                                        " parts but the engine takes at most " + std::to_string(llama_max_devices()));
+        }
+        place.split.assign(llama_max_devices(), 0.0f);
+        for (size_t i = 0; i < p["tensorSplit"].size(); i++) {
+            place.split[i] = p["tensorSplit"][i].get<float>();
+        }
+        mp.tensor_split = place.split.data();
+    }
+    std::vector<ggml_backend_dev_t> & devs = place.devs;
     devs.clear();
     if (p.contains("devices") && p["devices"].is_array()) {
         for (const auto & name : p["devices"]) {
@@ -487,6 +505,56 @@ char * loupe_devices(void) {
     }
 }
 
+char * loupe_rpc_add_server(const char * rpc_library, const char * endpoint) {
+    try {
+        if (!rpc_library || !endpoint) {
+            fail(LOUPE_ERR_INVALID, "rpc_library and endpoint must not be NULL");
+            return nullptr;
+        }
+        std::lock_guard<std::mutex> lock(g_init_mutex);
+        if (!g_initialized) {
+            fail(LOUPE_ERR_STATE, "loupe_init has not run");
+            return nullptr;
+        }
+        ggml_backend_reg_t rpc = ggml_backend_reg_by_name("RPC");
+        if (!rpc) {
+            rpc = ggml_backend_load(rpc_library);  // registers it
+            if (!rpc) {
+                fail(LOUPE_ERR_LOAD, std::string("cannot load ggml's RPC backend module ") + rpc_library);
+                return nullptr;
+            }
+        }
+        using add_server_t = ggml_backend_reg_t (*)(const char *);
+        auto add_server = (add_server_t) ggml_backend_reg_get_proc_address(rpc, "ggml_backend_rpc_add_server");
+        if (!add_server) {
+            fail(LOUPE_ERR_LOAD, "the RPC backend module has no ggml_backend_rpc_add_server");
+            return nullptr;
+        }
+        static std::map<std::string, ggml_backend_reg_t> added;  // under g_init_mutex
+        ggml_backend_reg_t reg;
+        auto it = added.find(endpoint);
+        if (it != added.end()) {
+            reg = it->second;
+        } else {
+            reg = add_server(endpoint);
+            if (!reg) {
+                fail(LOUPE_ERR_LOAD, std::string("the RPC server at ") + endpoint + " offers no device");
+                return nullptr;
+            }
+            ggml_backend_register(reg);
+            added[endpoint] = reg;
+        }
+        json names = json::array();
+        for (size_t i = 0; i < ggml_backend_reg_dev_count(reg); i++) {
+            names.push_back(ggml_backend_dev_name(ggml_backend_reg_dev_get(reg, i)));
+        }
+        return dup_string(names.dump());
+    } catch (const std::exception & e) {
+        fail(LOUPE_ERR_INTERNAL, e.what());
+        return nullptr;
+    }
+}
+
 char * loupe_logs(void) {
     try {
         std::vector<log_line> lines;
@@ -532,10 +600,10 @@ int32_t loupe_model_load(loupe_model * m) {
         const std::string path = p["path"];
         int64_t t0 = now_us();
 
-        std::vector<ggml_backend_dev_t> devs;
+        model_placement place;
         llama_model_params mp;
         try {
-            mp = model_params(p, devs);
+            mp = model_params(p, place);
         } catch (const std::invalid_argument & e) {
             return m->set_error(LOUPE_ERR_LOAD, e.what());
         }

@@ -67,7 +67,7 @@
 extern "C" {
 #endif
 
-#define LOUPE_ABI_VERSION 5
+#define LOUPE_ABI_VERSION 6
 
 #define LOUPE_OK              0
 #define LOUPE_ERR_INVALID    -1  // bad argument or parameter JSON
@@ -108,6 +108,15 @@ LOUPE_API char * loupe_init(const char * engine_dir);
 // JSON array of devices: [{index, name, description, type, backend, memoryTotal, memoryFree}].
 // type is "cpu", "gpu", "igpu" or "accel". Call after loupe_init.
 LOUPE_API char * loupe_devices(void);
+
+// Adds the devices of ggml's RPC server at `endpoint` ("host:port"), loading ggml's RPC backend
+// module from `rpc_library` first when no backend named "RPC" is registered, as llama.cpp's tools
+// do for --rpc (through the module's ggml_backend_rpc_add_server). An endpoint added before is
+// not added again. Returns a JSON array of the names of that server's devices ("RPC0", ...), or
+// NULL (see loupe_last_error). Call after loupe_init. The engine's RPC client aborts the process
+// when the server cannot be reached, fails its handshake, or dies during a call: loupe calls this
+// only in an isolated engine (a worker process), after checking the server itself. nonblocking.
+LOUPE_API char * loupe_rpc_add_server(const char * rpc_library, const char * endpoint);
 
 // Log lines of the engine (all but debug lines, ggml_log_level in `level`) kept since the last
 // call, as a JSON array of {level, text}; the buffer is emptied. Lines are also echoed to stderr

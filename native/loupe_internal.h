@@ -289,10 +289,16 @@ struct loupe_model : loupe::error_holder {
 
 namespace loupe {
 
-// The llama_model_params of loupe_model_create's JSON (gpuLayers, vocabOnly, useMmap, devices);
-// `devs` holds the device list that mp.devices points to. Throws std::invalid_argument for a
-// device name no backend has.
-llama_model_params model_params(const json & p, std::vector<ggml_backend_dev_t> & devs);
+// What a llama_model_params points to: the device list and the tensor split.
+struct model_placement {
+    std::vector<ggml_backend_dev_t> devs;
+    std::vector<float> split;
+};
+
+// The llama_model_params of loupe_model_create's JSON (gpuLayers, vocabOnly, useMmap, devices,
+// tensorSplit, splitMode, mainGpu); `place` holds what they point to. Throws
+// std::invalid_argument for a device name no backend has, or a split longer than the engine takes.
+llama_model_params model_params(const json & p, model_placement & place);
 
 // The llama_context_params of a generation context (loupe_ctx_create's JSON) for a model trained
 // on `n_train` tokens, without the callbacks: those are set by make_context.

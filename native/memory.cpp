@@ -198,8 +198,8 @@ llama_model * shadow_of(loupe_model * m, std::string & err, int64_t & load_us) {
         err = "the model is loaded with vocabOnly: it has no context to estimate";
         return nullptr;
     }
-    std::vector<ggml_backend_dev_t> devs;
-    llama_model_params mp = model_params(p, devs);
+    model_placement place;
+    llama_model_params mp = model_params(p, place);
     mp.no_alloc = true;
     mp.load_mode = LLAMA_LOAD_MODE_NONE;
     mp.vocab_only = false;

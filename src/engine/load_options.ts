@@ -41,6 +41,21 @@ const LOAD_RULES: Record<string, FieldRule> = {
   requireDevice: "nonEmptyString",
   vocabOnly: "boolean",
   isolate: "boolean",
+  rpc: (v) =>
+    Array.isArray(v) && v.length > 0 && v.every((e) => typeof e === "string" && e !== "")
+      ? null
+      : 'a non-empty list of "host:port" strings',
+  devices: (v) =>
+    Array.isArray(v) && v.length > 0 && v.every((e) => typeof e === "string" && e !== "")
+      ? null
+      : "a non-empty list of device names",
+  tensorSplit: (v) =>
+    Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === "number" && Number.isFinite(x) && x >= 0) &&
+      v.some((x) => x > 0)
+      ? null
+      : "a list of proportions (numbers ≥ 0, not all 0)",
+  splitMode: ["layer", "row", "none"],
+  mainGpu: "nonNegativeInteger",
   measure: "boolean",
   projector: "nonEmptyString",
   pooling: POOLINGS,
@@ -130,4 +145,20 @@ export interface LoadModelOptions {
    * per token. Default false, or true when the environment has `LOUPE_ISOLATE=1`.
    */
   isolate?: boolean;
+  /**
+   * ggml RPC servers to use as devices, `"host:port"` each (`deno task rpc-server` or llama.cpp's
+   * `rpc-server`; README, "Several machines"). Their devices come after this machine's GPUs in
+   * the device list, as with llama.cpp's `--rpc`. An RPC model always runs isolated
+   * (`isolate: false` is refused): the engine's RPC client ends its process when a server dies.
+   * A server that cannot be reached or answers no handshake within 5 s is `RPC_UNREACHABLE`.
+   */
+  rpc?: string[];
+  /** The devices to use, in order (llama.cpp's `--device`), e.g. `["RPC0", "RPC1"]`; the CPU holds what they do not. Not with `device`. */
+  devices?: string[];
+  /** How much of the model each device of `devices` (or of the default list) takes, as proportions (llama.cpp's `--tensor-split`). */
+  tensorSplit?: number[];
+  /** How the model is split across devices (llama.cpp's `--split-mode`): "layer" (default), "row" or "none" (all on `mainGpu`). */
+  splitMode?: "layer" | "row" | "none";
+  /** The device (index into the list) for `splitMode` "none" and for row-split results (llama.cpp's `--main-gpu`). */
+  mainGpu?: number;
 }

@@ -16,7 +16,8 @@ import {
   type TemplateInfo,
   usesOwnCallGrammar,
 } from "../chat/chat.ts";
-import { assertDeviceAvailable, type Device, devices } from "../engine/engine.ts";
+import { assertDeviceAvailable, type Device, devicesOf } from "../engine/engine.ts";
+import { connectRpcServers, parseEndpoint } from "../engine/rpc.ts";
 import { engineFor } from "../engine/library.ts";
 import { checkLoadOptions, type LoadModelOptions } from "../engine/load_options.ts";
 import { lendInternals, type ModelInternals } from "../generate/internals.ts";
@@ -169,19 +170,41 @@ export async function loadModel(name: string, options?: LoadModelOptions): Promi
   if (kind.kind !== "generation" && !options.vocabOnly) {
     throw new LoupeError("WRONG_KIND", `Cannot load model "${path}": it is ${describeKind(kind)}; use loadEmbedder`);
   }
-  if (options.requireDevice) await assertDeviceAvailable(options.requireDevice);
-  if (options.device) await assertDeviceAvailable(options.device);
+  const what = `Cannot load model "${path}"`;
+  if (options.rpc && options.isolate === false) {
+    throw new LoupeError(
+      "INVALID_ARGUMENT",
+      `${what}: a model on RPC servers always runs isolated (the engine's RPC client ends its process when a server dies): leave out isolate, or set it true`,
+    );
+  }
+  if (options.device && options.devices) {
+    throw new LoupeError("INVALID_ARGUMENT", `${what}: give device or devices, not both`);
+  }
+  for (const e of options.rpc ?? []) parseEndpoint(e, what);
+  const engine = await engineFor(options.isolate ?? (options.rpc ? true : undefined), what);
+  let devs: Device[];
+  try {
+    if (options.rpc) await connectRpcServers(engine.api, options.rpc, what);
+    devs = devicesOf(engine.api);
+    for (const d of [options.requireDevice, options.device, ...(options.devices ?? [])]) {
+      if (d) await assertDeviceAvailable(d, devs);
+    }
+  } catch (e) {
+    await engine.isolated?.close();
+    throw e;
+  }
   const gpuLayers = options.gpuLayers === undefined || options.gpuLayers === "auto" || options.gpuLayers === "all"
     ? -1
     : options.gpuLayers;
-  const what = `Cannot load model "${path}"`;
-  const engine = await engineFor(options.isolate, what);
   let native: NativeModel;
   try {
     native = new NativeModel(engine.api, {
       path,
       gpuLayers,
-      devices: options.device ? [options.device] : null,
+      devices: options.devices ?? (options.device ? [options.device] : null),
+      tensorSplit: options.tensorSplit ?? null,
+      splitMode: options.splitMode ?? "layer",
+      mainGpu: options.mainGpu ?? 0,
       contextSize: options.contextSize ?? 0,
       batchSize: options.batchSize ?? 512,
       threads: options.threads ?? navigator.hardwareConcurrency,
@@ -232,7 +255,7 @@ export async function loadModel(name: string, options?: LoadModelOptions): Promi
   const info = native.info<ModelInfo>();
   timeline.add({ name: "load", wallMs: performance.now() - t0, tokens: 0, graphs: 0, devices: {} });
   timeline.memory = info.memory;
-  const model = createModel({ path, native, info, timeline, options, devices: await devices() });
+  const model = createModel({ path, native, info, timeline, options, devices: devs });
   if (projector) {
     try {
       await model.loadProjector(projector, { signal: options.signal, progress: options.progress });

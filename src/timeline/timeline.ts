@@ -203,19 +203,27 @@ export class Timeline {
 export interface PlacementDevice {
   /** Device name. */
   name: string;
-  /** "cpu", "gpu", "igpu" or "accel". */
+  /** "cpu", "gpu", "igpu", "accel" or "rpc". */
   type: string;
   /** A GPU API implemented on the CPU (Mesa's lavapipe/llvmpipe, SwiftShader). */
   software?: boolean;
+  /** The driver's description; an RPC device's server, "host:port". */
+  description?: string;
 }
 
-/** Whether a device satisfies a `requireDevice` value ("gpu", "cpu" or a device name); "gpu" excludes software renderers. */
+/**
+ * Whether a device satisfies a `requireDevice` value: "gpu" (not a software renderer, not an RPC
+ * device), "cpu", "rpc" (any RPC server's device), an RPC server's "host:port", or a device name.
+ */
 export function deviceMatches(required: string, device: string, devices: PlacementDevice[]): boolean {
   const want = required.toLowerCase();
   const info = devices.find((d) => d.name.toLowerCase() === device.toLowerCase());
   // A software renderer reports itself as a GPU but runs on the CPU: it is not "gpu".
   if (want === "gpu") return info !== undefined && (info.type === "gpu" || info.type === "igpu") && !info.software;
   if (want === "cpu") return device.toLowerCase() === "cpu";
+  // "rpc": any RPC server's device; "host:port": that server's devices (their description)
+  if (want === "rpc") return info?.type === "rpc";
+  if (info?.type === "rpc" && info.description?.toLowerCase() === want) return true;
   return device.toLowerCase() === want;
 }
 
@@ -229,8 +237,19 @@ export function checkRequirement(required: unknown, devices: PlacementDevice[], 
   if (typeof required === "string") {
     const want = required.toLowerCase();
     if (want === "gpu" || want === "cpu" || devices.some((d) => d.name.toLowerCase() === want)) return;
+    const rpc = devices.filter((d) => d.type === "rpc");
+    if (rpc.length && (want === "rpc" || rpc.some((d) => d.description?.toLowerCase() === want))) return;
   }
-  const accepted = [...new Set(["gpu", "cpu", ...devices.map((d) => d.name)])];
+  const rpc = devices.filter((d) => d.type === "rpc");
+  const accepted = [
+    ...new Set([
+      "gpu",
+      "cpu",
+      ...(rpc.length ? ["rpc"] : []),
+      ...devices.map((d) => d.name),
+      ...rpc.map((d) => d.description!),
+    ]),
+  ];
   throw new LoupeError(
     "INVALID_ARGUMENT",
     `${what}: requireDevice must be ${oneOf(accepted)}, not ${shown(required)}`,

@@ -45,6 +45,9 @@
  * - `ENGINE_CRASHED`: the worker process of an isolated model (`isolate: true`) died: the engine
  *   aborted (a GGML_ASSERT), crashed, or the process was killed. `crash` has the signal and the
  *   process's last stderr lines; the model is unusable (close it and load again).
+ * - `RPC_UNREACHABLE`: an RPC server (`rpc` option) could not be reached, closed the connection,
+ *   did not answer the handshake in time, speaks another protocol version, or made the engine's
+ *   RPC client give up while adding it.
  * - `INTERNAL`: a bug of loupe's own (a state it should never reach); please report it.
  */
 export type LoupeErrorCode =
@@ -71,6 +74,7 @@ export type LoupeErrorCode =
   | "NOT_ENOUGH_MEMORY"
   | "BUSY"
   | "ENGINE_CRASHED"
+  | "RPC_UNREACHABLE"
   | "INTERNAL";
 
 /** Options of {@linkcode LoupeError}. */
