@@ -225,18 +225,22 @@ async function sha512Base64(path: string): Promise<string> {
 }
 
 /** Holds a directory lock while `fn` runs, so concurrent processes do not build the same thing twice. */
-async function withLock<T>(lockPath: string, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(lockPath: string, fn: () => Promise<T>): Promise<T> {
   await Deno.mkdir(dirname(lockPath), { recursive: true });
   const started = Date.now();
   while (true) {
     try {
       await Deno.mkdir(lockPath);
+      await Deno.writeTextFile(join(lockPath, "pid"), String(Deno.pid));
       break;
     } catch (e) {
       if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
       const st = await Deno.stat(lockPath).catch(() => null);
-      // A lock older than 60 minutes belongs to a process that died.
-      if (st?.mtime && Date.now() - st.mtime.getTime() > 3_600_000) {
+      // A lock whose process is gone (a build interrupted with Ctrl-C or killed), or older than
+      // 60 minutes, belongs to a process that died. A lock just made may not have its pid yet.
+      const pid = Number(await Deno.readTextFile(join(lockPath, "pid")).catch(() => ""));
+      const dead = pid > 0 && !(await exists(`/proc/${pid}`));
+      if (dead || (st?.mtime && Date.now() - st.mtime.getTime() > 3_600_000)) {
         await Deno.remove(lockPath, { recursive: true }).catch(() => {});
         continue;
       }
