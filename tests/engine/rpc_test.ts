@@ -208,7 +208,8 @@ Deno.test("a server killed mid-generation: ENGINE_CRASHED with the engine's word
       }
     }, LoupeError);
     assertEquals(e.code, "ENGINE_CRASHED");
-    assert(/RPC/i.test(e.message), e.message);
+    assertEquals(e.crash?.signal, "SIGABRT");
+    assert(e.message.includes("Remote RPC server crashed or returned malformed response"), e.message);
     assert(model.crashed);
     await model.closeAsync();
     await using again = await loadModel(tiny, { threads: THREADS, contextSize: 256, rpc: [survivor.endpoint] });
