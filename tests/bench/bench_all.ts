@@ -1,6 +1,6 @@
 // `deno task bench`: every benchmark, one after another, each printing its own table of ratios
 // measured side by side in one run. Arguments (e.g. --quick, --rounds=N) go to each.
-const parts = ["bench.ts", "bench_isolate.ts", "bench_embed.ts", "bench_vision.ts", "bench_server.ts"];
+const parts = ["bench.ts", "bench_isolate.ts", "bench_rpc.ts", "bench_embed.ts", "bench_vision.ts", "bench_server.ts"];
 let failed = 0;
 for (const part of parts) {
   console.log(`\n=== ${part}`);
