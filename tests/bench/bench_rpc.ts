@@ -17,50 +17,13 @@
 import { loadModel } from "../../mod.ts";
 import { ensureRpc } from "../../native/build/engine.ts";
 import { build, fixture, runTool } from "../support/helpers.ts";
+import { startRpcServer } from "../support/rpc_servers.ts";
 
 const QUICK = Deno.args.includes("--quick");
 const ROUNDS = Number(Deno.args.find((a) => a.startsWith("--rounds="))?.split("=")[1] ?? (QUICK ? 1 : 5));
 const THREADS = navigator.hardwareConcurrency;
 const rpc = await ensureRpc({ verbose: false });
 const model = await fixture("bench");
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-async function waitForPort(port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  throw new Error(`nothing listens on ${port}`);
-}
-
-/** One rpc-server; each gets one thread (the two share this machine's cores). */
-async function server(): Promise<{ port: number; stop(): Promise<void> }> {
-  const port = freePort();
-  const p = new Deno.Command(rpc.server, {
-    args: ["-H", "127.0.0.1", "-p", String(port), "-t", String(Math.max(1, THREADS >> 1))],
-    cwd: rpc.dir,
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  await waitForPort(port);
-  return {
-    port,
-    async stop() {
-      p.kill("SIGKILL");
-      await p.status;
-    },
-  };
-}
 
 /** The delaying relay (./delay_relay.ts) in a process of its own, in front of `port`. */
 async function relay(port: number, delayMs: number): Promise<{ port: number; stop(): Promise<void> }> {
@@ -125,7 +88,8 @@ async function benchTg(endpoints: string[], n: number): Promise<number> {
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-const servers = [await server(), await server()];
+const threads = Math.max(1, THREADS >> 1); // each server gets half the cores
+const servers = [await startRpcServer(threads), await startRpcServer(threads)];
 console.log(`loupe vs llama-bench over two local rpc-servers (${model}), tensor split 1:1, tokens/s (medians)`);
 console.log(
   `${"one-way delay".padEnd(14)} ${"tokens".padStart(6)} ${"loupe".padStart(8)} ${"llama-bench".padStart(12)} ${

@@ -6,50 +6,13 @@ import { assert, assertEquals, assertRejects } from "../support/assert.ts";
 import { build, fixture, referenceCompletion, runTool, THREADS } from "../support/helpers.ts";
 import { devices, loadModel, LoupeError, PlacementError } from "../../mod.ts";
 import { ensureRpc } from "../../native/build/engine.ts";
+import { freePort, startRpcServer } from "../support/rpc_servers.ts";
 
 const tiny = await fixture("tiny");
 const rpc = await ensureRpc({ verbose: false });
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-/** Starts one of llama.cpp's rpc-servers on a free port and waits until it accepts. */
-async function startServer(): Promise<{ endpoint: string; process: Deno.ChildProcess; stop(): Promise<void> }> {
-  const port = freePort();
-  const process = new Deno.Command(rpc.server, {
-    args: ["-H", "127.0.0.1", "-p", String(port), "-t", "1"],
-    cwd: rpc.dir,
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const endpoint = `127.0.0.1:${port}`;
-  for (let i = 0;; i++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      break;
-    } catch (e) {
-      if (i > 200) throw e;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  return {
-    endpoint,
-    process,
-    async stop() {
-      try {
-        process.kill("SIGKILL");
-      } catch { /* ended */ }
-      await process.status;
-    },
-  };
-}
-
-const a = await startServer();
-const b = await startServer();
+const a = await startRpcServer();
+const b = await startRpcServer();
 const both = [a.endpoint, b.endpoint];
 const rpcEnv = { GGML_BACKEND_PATH: rpc.backend };
 const split = { threads: THREADS, contextSize: 256, rpc: both, tensorSplit: [1, 1] };
@@ -197,8 +160,8 @@ Deno.test("a wrong port, a host that closes, a server that never answers: RPC_UN
 });
 
 Deno.test("a server killed mid-generation: ENGINE_CRASHED with the engine's words; this process lives; the survivor serves a new load", async () => {
-  const doomed = await startServer();
-  const survivor = await startServer();
+  const doomed = await startRpcServer();
+  const survivor = await startRpcServer();
   try {
     const model = await loadModel(tiny, { ...split, rpc: [doomed.endpoint, survivor.endpoint] });
     let parts = 0;
